@@ -1,0 +1,1 @@
+"""Pure calendar-and-money rules of the billing engine (standard library only)."""
