@@ -29,9 +29,9 @@ ns = st.integers(min_value=0, max_value=120)
 offsets = st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=365 * 30))
 
 
-def utc(*args: int) -> datetime:
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
     """Build a UTC datetime tersely."""
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def months_between(a: datetime, b: datetime) -> int:
