@@ -1,1 +1,1 @@
-"""Pure calendar-and-money rules of the billing engine (standard library only)."""
+"""The billing rules: pure functions of values, no I/O and no framework imports."""

@@ -1,0 +1,28 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint bench-pay clean
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)  ## the whole engine: API on :8000 (PORT), workers, scheduler
+	$(PY) -m app.run
+
+test: $(STAMP)  ## the whole suite against the local PostgreSQL, Redis and Kafka
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check app tests bench wsgi.py
+	$(VENV)/bin/mypy app
+
+bench-pay: $(STAMP)
+	$(PY) bench/pay.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

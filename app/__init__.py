@@ -1,0 +1,1 @@
+"""Subscription Engine: subscription billing and payments."""

@@ -1,0 +1,38 @@
+"""The HTTP API: the Flask app factory and its blueprints."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from app.api import auth, customers, errors, openapi, ops, payments, sandbox
+from app.api.context import close_uow
+from app.api.limits import init_limiter
+from app.api.metrics import init_metrics
+from app.bootstrap import Container, build
+from app.cli import COMMANDS
+from app.config import Config
+from app.log import configure_logging
+
+APIS = (payments.api, customers.api, sandbox.api)
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """A configured app: its own container, handlers, limits, metrics and blueprints."""
+    container: Container = build(config)
+    configure_logging(container.config.log_level)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = container.config.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["container"] = container
+    app.extensions["openapi"] = openapi.build([e for a in APIS for e in a.endpoints], "1")
+    errors.register(app)
+    init_metrics(app)
+    app.before_request(auth.authenticate_request)  # before the limiter, which keys on the caller
+    init_limiter(app, container.config.redis_url, container.config.redis_namespace)
+    app.teardown_request(close_uow)
+    app.register_blueprint(ops.blueprint)
+    for api in APIS:
+        app.register_blueprint(api.blueprint)
+    for command in COMMANDS:
+        app.cli.add_command(command)
+    return app

@@ -1,0 +1,69 @@
+"""Customers and their payment methods."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from app import render
+from app.api import context, schemas
+from app.api.responses import ViewResult, page
+from app.api.routing import Api
+from app.models import Customer
+from app.services import customers
+
+api = Api(Blueprint("customers", __name__), tag="Customers")
+
+
+@api.route(
+    "POST",
+    "/customers",
+    summary="Create a customer",
+    body=schemas.CustomerRequest,
+    response=schemas.Customer,
+    status=201,
+)
+def create_customer(body: schemas.CustomerRequest) -> ViewResult:
+    created = customers.create_customer(
+        context.uow(), context.scope(), email=body.email, name=body.name, metadata=body.metadata
+    )
+    return render.customer(created), 201
+
+
+@api.route("GET", "/customers/<customer_id>", summary="Get a customer", response=schemas.Customer)
+def get_customer(customer_id: str) -> ViewResult:
+    return render.customer(context.scope().get(context.uow().session, Customer, customer_id)), 200
+
+
+@api.route(
+    "GET",
+    "/customers",
+    summary="List customers",
+    query=schemas.ListQuery,
+    response=schemas.Customer,
+    list_response=True,
+)
+def list_customers(query: schemas.ListQuery) -> ViewResult:
+    rows, more = context.scope().page(
+        context.uow().session, Customer, limit=query.limit, starting_after=query.starting_after
+    )
+    return page([render.customer(c) for c in rows], more)
+
+
+@api.route(
+    "POST",
+    "/customers/<customer_id>/payment-methods",
+    summary="Attach a payment method (a provider token)",
+    body=schemas.PaymentMethodRequest,
+    response=schemas.PaymentMethod,
+    status=201,
+)
+def attach_payment_method(customer_id: str, body: schemas.PaymentMethodRequest) -> ViewResult:
+    method = customers.attach_payment_method(
+        context.uow(),
+        context.container().providers,
+        context.scope(),
+        customer_id,
+        provider=body.provider,
+        token=body.token,
+    )
+    return render.payment_method(method), 201

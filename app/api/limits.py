@@ -1,0 +1,51 @@
+"""Per-API-key rate limits with Flask-Limiter on Redis (one budget per key for all routes)."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, g
+from flask_limiter import HeaderNames, Limiter
+
+from app.api import context
+
+
+def _key() -> str:
+    return context.caller().key_id if "caller" in g else "anonymous"
+
+
+def _limit() -> str:
+    own = context.caller().rate_limit if "caller" in g else None
+    return own or context.container().config.default_rate_limit
+
+
+def init_limiter(app: Flask, storage_uri: str, namespace: str) -> Limiter:
+    """Limit every authenticated request; answers 429 with Retry-After and RateLimit-*."""
+    limiter = Limiter(
+        key_func=_key,
+        application_limits=[_limit],
+        application_limits_exempt_when=lambda: "caller" not in g,
+        storage_uri=storage_uri,
+        strategy="fixed-window",
+        headers_enabled=True,
+        header_name_mapping={
+            HeaderNames.LIMIT: "RateLimit-Limit",
+            HeaderNames.REMAINING: "RateLimit-Remaining",
+            HeaderNames.RESET: "RateLimit-Reset",
+            HeaderNames.RETRY_AFTER: "Retry-After",
+        },
+        key_prefix=f"{namespace}-limits",
+    )
+    app.after_request(_standard_headers)  # registered first, so it runs after the limiter's
+    limiter.init_app(app)
+    return limiter
+
+
+def _standard_headers(response: Response) -> Response:
+    """RateLimit-Reset as seconds from now (IETF draft); Retry-After only on 429."""
+    reset = response.headers.get("RateLimit-Reset")
+    if reset is not None and reset.isdigit():
+        response.headers["RateLimit-Reset"] = str(max(0, int(reset) - int(time.time())))
+    if response.status_code != 429:
+        response.headers.pop("Retry-After", None)
+    return response

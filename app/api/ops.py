@@ -1,0 +1,88 @@
+"""Operations: health, readiness, metrics, the OpenAPI document and its rendering."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Blueprint, Response, current_app, send_from_directory
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
+from sqlalchemy import text
+from swagger_ui_bundle import swagger_ui_path
+
+from app.api import context
+from app.api.errors import problem_response
+
+blueprint = Blueprint("ops", __name__)
+DOCS_PAGE = """<!doctype html>
+<html><head><title>Subscription Engine API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="ui"></div><script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script></body></html>"""
+
+
+@blueprint.get("/healthz")
+def healthz() -> dict[str, Any]:
+    return {"status": "ok"}
+
+
+@blueprint.get("/readyz")
+def readyz() -> Any:
+    failing = [
+        name for name, check in (("postgresql", _check_db), ("redis", _check_redis)) if not check()
+    ]
+    if failing:
+        return problem_response(
+            503,
+            "not_ready",
+            f"Not ready: {', '.join(failing)} unavailable.",
+            errors=[{"field": name, "message": "unavailable"} for name in failing],
+        )
+    return {"status": "ok", "checks": {"postgresql": "ok", "redis": "ok"}}
+
+
+@blueprint.get("/metrics")
+def metrics() -> Response:
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+@blueprint.get("/openapi.json")
+def openapi() -> dict[str, Any]:
+    document: dict[str, Any] = current_app.extensions["openapi"]
+    return document
+
+
+@blueprint.get("/docs")
+def docs() -> Response:
+    return Response(DOCS_PAGE, mimetype="text/html")
+
+
+@blueprint.get("/docs/static/<path:name>")
+def docs_static(name: str) -> Response:
+    return send_from_directory(str(swagger_ui_path), name)
+
+
+def _check_db() -> bool:
+    try:
+        with context.container().engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not ready"
+        return False
+
+
+def _check_redis() -> bool:
+    try:
+        return bool(context.container().redis.ping())
+    except Exception:  # noqa: BLE001 - any failure means "not ready"
+        return False

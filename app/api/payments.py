@@ -1,0 +1,70 @@
+"""Payments: the /pay front door, reading payments, refunds."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from app import render
+from app.api import context, schemas
+from app.api.responses import ViewResult, page
+from app.api.routing import Api
+from app.models import Payment
+from app.services import payments
+
+api = Api(Blueprint("payments", __name__), tag="Payments")
+
+
+@api.route(
+    "POST",
+    "/pay",
+    summary="Take a one-time payment",
+    body=schemas.PayRequest,
+    response=schemas.Payment,
+    status=202,
+    idempotency="required",
+)
+def pay(body: schemas.PayRequest) -> ViewResult:
+    payment = payments.create_payment(
+        context.uow(), context.scope(), context.container().enqueue, **body.model_dump()
+    )
+    return render.payment(payment), 202, {"Location": f"/payments/{payment.id}"}
+
+
+@api.route("GET", "/payments/<payment_id>", summary="Get a payment", response=schemas.Payment)
+def get_payment(payment_id: str) -> ViewResult:
+    return render.payment(context.scope().get(context.uow().session, Payment, payment_id)), 200
+
+
+@api.route(
+    "GET",
+    "/payments",
+    summary="List payments",
+    query=schemas.PaymentListQuery,
+    response=schemas.Payment,
+    list_response=True,
+)
+def list_payments(query: schemas.PaymentListQuery) -> ViewResult:
+    filters = query.model_dump(exclude_none=True, exclude={"limit", "starting_after"})
+    rows, more = context.scope().page(
+        context.uow().session,
+        Payment,
+        filters=filters,
+        limit=query.limit,
+        starting_after=query.starting_after,
+    )
+    return page([render.payment(p) for p in rows], more)
+
+
+@api.route(
+    "POST",
+    "/payments/<payment_id>/refunds",
+    summary="Refund a payment",
+    body=schemas.RefundRequest,
+    response=schemas.Refund,
+    status=201,
+)
+def refund(payment_id: str, body: schemas.RefundRequest) -> ViewResult:
+    created = payments.create_refund(
+        context.uow(), context.scope(), context.container().enqueue, payment_id, body.amount
+    )
+    return render.refund(created), 201

@@ -1,0 +1,147 @@
+"""Declaring endpoints once: the view, its schemas and its OpenAPI entry come from one place.
+
+Each endpoint states its body and query schemas; the wrapper parses and validates them
+(415, 400, 422 as the contract says), runs POSTs through the idempotency layer, and
+records the endpoint for the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any, Literal
+
+from flask import Blueprint, request
+from pydantic import BaseModel, ValidationError
+
+from app.api import idempotency
+from app.api.errors import Problem
+from app.api.responses import json_response
+
+Idempotency = Literal["optional", "required"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    rule: str
+    summary: str
+    tag: str
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    response: type[BaseModel] | None
+    status: int
+    list_response: bool
+    idempotency: Idempotency | None
+    public: bool
+
+
+@dataclass
+class Api:
+    """A blueprint plus the endpoint descriptions the OpenAPI document is built from."""
+
+    blueprint: Blueprint
+    tag: str
+    endpoints: list[Endpoint] = field(default_factory=list)
+
+    def route(
+        self,
+        method: str,
+        rule: str,
+        *,
+        summary: str,
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+        status: int = 200,
+        list_response: bool = False,
+        idempotency: Idempotency | None = None,
+        public: bool = False,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a view; it receives path args plus `body=` / `query=` when declared."""
+        if method == "POST" and idempotency is None:
+            idempotency = "optional"
+        endpoint = Endpoint(
+            method,
+            rule,
+            summary,
+            self.tag,
+            body,
+            query,
+            response,
+            status,
+            list_response,
+            idempotency,
+            public,
+        )
+        self.endpoints.append(endpoint)
+
+        def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+            @wraps(view)
+            def handler(**path: Any) -> Any:
+                return _handle(endpoint, view, path)
+
+            self.blueprint.add_url_rule(rule, view_func=handler, methods=[method])
+            return view
+
+        return decorate
+
+
+def _handle(endpoint: Endpoint, view: Callable[..., Any], path: dict[str, Any]) -> Any:
+    kwargs = dict(path)
+    if endpoint.query is not None:
+        kwargs["query"] = _validate(endpoint.query, request.args.to_dict())
+    if endpoint.method != "POST":
+        return json_response(view(**kwargs))
+    raw = _json_body()
+    model = _validate(endpoint.body, raw) if endpoint.body is not None else None
+    if endpoint.body is None and raw not in (None, {}):
+        raise Problem(422, "validation_failed", "This endpoint takes no body.")
+    if model is not None:
+        kwargs["body"] = model
+    fingerprint = _fingerprint(model)
+    assert endpoint.idempotency is not None
+    return idempotency.run(
+        lambda: view(**kwargs),
+        required=endpoint.idempotency == "required",
+        fingerprint=fingerprint,
+    )
+
+
+def _json_body() -> Any:
+    data = request.get_data(cache=True)
+    if not data:
+        return None
+    if request.mimetype != "application/json":
+        raise Problem(415, "unsupported_media_type", "Send the body as application/json.")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise Problem(400, "invalid_json", "The body is not valid JSON.") from None
+
+
+def _validate(model: type[BaseModel], data: Any) -> BaseModel:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise Problem(422, "validation_failed", "The body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(part) for part in err["loc"]) or "body", "message": err["msg"]}
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        raise Problem(
+            422, "validation_failed", "The request has invalid fields.", errors=errors
+        ) from None
+
+
+def _fingerprint(model: BaseModel | None) -> str:
+    canonical = json.dumps(
+        model.model_dump(mode="json") if model else None, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(f"{request.method} {request.path} {canonical}".encode()).hexdigest()

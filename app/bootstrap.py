@@ -1,0 +1,93 @@
+"""The one composition root: everything a process needs, built on call, never at import."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Config
+from app.models.uow import UnitOfWork
+from app.providers.registry import ProviderRegistry
+from app.providers.sandbox import SandboxProvider
+
+log = logging.getLogger(__name__)
+
+#: Actors that do not run on the default queue.
+QUEUES = {"send_mail": "mail"}
+
+
+@dataclass
+class Container:
+    """Process-wide resources; each is made the first time it is used."""
+
+    config: Config
+
+    @cached_property
+    def engine(self) -> Engine:
+        return create_engine(
+            self.config.database_url,
+            pool_size=self.config.db_pool_size,
+            max_overflow=self.config.db_pool_size,
+            pool_pre_ping=True,
+        )
+
+    @cached_property
+    def session_factory(self) -> sessionmaker[Session]:
+        return sessionmaker(self.engine, expire_on_commit=False)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.config.redis_url, socket_timeout=5)
+
+    @cached_property
+    def broker(self) -> RedisBroker:
+        broker = RedisBroker(
+            url=self.config.redis_url,
+            namespace=f"{self.config.redis_namespace}-dramatiq",
+            heartbeat_timeout=self.config.dramatiq_heartbeat_timeout_ms,
+        )
+        dramatiq.set_broker(broker)
+        return broker
+
+    @cached_property
+    def providers(self) -> ProviderRegistry:
+        return ProviderRegistry(
+            {"sandbox": SandboxProvider(self.session_factory)},
+            failure_threshold=self.config.breaker_failure_threshold,
+            recovery_seconds=self.config.breaker_recovery_seconds,
+        )
+
+    def uow(self) -> UnitOfWork:
+        """A new unit of work on the engine's database."""
+        return UnitOfWork(self.session_factory)
+
+    def enqueue(self, actor_name: str, *args: Any, delay_ms: int | None = None) -> None:
+        """Send a message to an actor by name; a broker outage is logged, not raised.
+
+        Callers enqueue only after commit, and the scheduler's reconciliation finds any
+        work whose message was lost, so a failed send delays work but never loses it.
+        """
+        message = dramatiq.Message(
+            queue_name=QUEUES.get(actor_name, "default"),
+            actor_name=actor_name,
+            args=args,
+            kwargs={},
+            options={},
+        )
+        try:
+            self.broker.enqueue(message, delay=delay_ms)
+        except redis.RedisError:
+            log.warning("enqueue failed; reconciliation will retry", extra={"actor": actor_name})
+
+
+def build(config: Config | None = None) -> Container:
+    """The container for this process, from `config` or the environment."""
+    return Container(config or Config.from_env())

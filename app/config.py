@@ -1,0 +1,54 @@
+"""Settings from the environment: one frozen dataclass, read once per process."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of the engine; each field is read from the upper-cased env var of its name."""
+
+    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/subscription_engine"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_namespace: str = "se"
+    kafka_bootstrap_servers: str = ""
+    log_level: str = "INFO"
+    db_pool_size: int = 5
+    # API
+    default_rate_limit: str = "100/second"
+    max_body_bytes: int = 65536
+    idempotency_ttl_hours: int = 24
+    # Worker
+    charge_max_retries: int = 5
+    charge_min_backoff_ms: int = 1000
+    charge_max_backoff_ms: int = 300_000
+    payment_lease_seconds: int = 60
+    dramatiq_heartbeat_timeout_ms: int = 60_000
+    breaker_failure_threshold: int = 5
+    breaker_recovery_seconds: int = 30
+    # Scheduler
+    reconcile_interval_seconds: float = 10.0
+    reconcile_stale_seconds: int = 30
+    reconcile_batch_size: int = 500
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Config:
+        """Build the config from environment variables (DATABASE_URL, REDIS_URL, ...)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            raw = env.get(field.name.upper())
+            if raw is not None:
+                values[field.name] = _coerce(raw, type(getattr(cls, field.name)), field.name)
+        values.update(overrides)
+        return cls(**values)
+
+
+def _coerce(raw: str, kind: type, name: str) -> Any:
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        raise ValueError(f"setting {name.upper()} must be a {kind.__name__}, got {raw!r}") from exc

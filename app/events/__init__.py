@@ -1,0 +1,1 @@
+"""Events: the transactional outbox, its Kafka relay and the event schemas."""

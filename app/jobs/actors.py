@@ -1,0 +1,64 @@
+"""Actors: thin, they load ids and call one service each."""
+
+from __future__ import annotations
+
+import dramatiq
+import redis
+from sqlalchemy.exc import OperationalError
+
+from app.jobs.runtime import container
+from app.providers.errors import TransientProviderError
+from app.services import charge, reconcile, refunds
+
+_config = container().config
+
+
+def _transient(retries: int, exc: BaseException) -> bool:
+    """The one place that decides retries: only transient errors, a bounded number of times.
+
+    Transient: the provider did not process the request, or our database or Redis blinked.
+    Declines and lost answers are settled by the services and never raised here.
+    """
+    transient = (TransientProviderError, OperationalError, redis.RedisError)
+    return isinstance(exc, transient) and retries < _config.charge_max_retries
+
+
+_RETRY = {
+    "max_retries": _config.charge_max_retries,
+    "min_backoff": _config.charge_min_backoff_ms,
+    "max_backoff": _config.charge_max_backoff_ms,
+    "retry_when": _transient,
+}
+
+
+@dramatiq.actor(on_retry_exhausted="payment_retries_exhausted", **_RETRY)
+def charge_payment(payment_id: str) -> None:
+    """Charge one payment at its provider (at most once)."""
+    c = container()
+    charge.charge_payment(
+        c.uow, c.providers, payment_id, lease_seconds=c.config.payment_lease_seconds
+    )
+
+
+@dramatiq.actor
+def payment_retries_exhausted(
+    message_data: dict[str, object], retry_info: dict[str, object]
+) -> None:
+    """Fail a payment whose provider stayed unavailable through every retry."""
+    args = message_data.get("args")
+    assert isinstance(args, list)
+    charge.give_up(container().uow, str(args[0]))
+
+
+@dramatiq.actor(**_RETRY)
+def reconcile_payment(payment_id: str) -> None:
+    """Settle an `unknown` payment from what the provider did."""
+    c = container()
+    reconcile.reconcile_payment(c.uow, c.providers, c.enqueue, payment_id)
+
+
+@dramatiq.actor(**_RETRY)
+def refund_payment(refund_id: str) -> None:
+    """Send a refund to the provider."""
+    c = container()
+    refunds.process_refund(c.uow, c.providers, refund_id)

@@ -1,0 +1,37 @@
+"""Creating the database and bringing its schema to the newest Alembic revision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ensure_database(url: str) -> bool:
+    """Create the database named in `url` if it does not exist; True when it was created."""
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            exists = connection.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                {"name": target.database},
+            )
+            if not exists:
+                connection.execute(text(f'CREATE DATABASE "{target.database}"'))
+            return not exists
+    finally:
+        admin.dispose()
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Run Alembic's upgrade to `revision` on the database at `url`."""
+    config = AlembicConfig(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.attributes["database_url"] = url
+    command.upgrade(config, revision)

@@ -1,0 +1,111 @@
+"""Payments, their provider attempts and refunds."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, func, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.clock import utcnow
+from app.models.base import Base, TenantOwned, enum_column
+
+
+class PaymentStatus(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REQUIRES_ACTION = "requires_action"
+    UNKNOWN = "unknown"
+
+
+class AttemptStatus(enum.StrEnum):
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REQUIRES_ACTION = "requires_action"
+    UNKNOWN = "unknown"
+
+
+class RefundStatus(enum.StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Payment(TenantOwned, Base):
+    __tablename__ = "payments"
+    __table_args__ = (
+        CheckConstraint("amount BETWEEN 1 AND 99999999", name="amount_range"),
+        CheckConstraint("currency ~ '^[a-z]{3}$'", name="currency_format"),
+        CheckConstraint("amount_refunded BETWEEN 0 AND amount", name="refund_range"),
+        Index("ix_payments_list", "tenant_id", "livemode", "id"),
+        Index("ix_payments_customer", "tenant_id", "livemode", "customer_id", "id"),
+        Index("ix_payments_subscription", "tenant_id", "livemode", "subscription_id", "id"),
+        Index("ix_payments_status", "tenant_id", "livemode", "status", "id"),
+        Index(
+            "ix_payments_unsettled",
+            "updated_at",
+            postgresql_where=text("status IN ('pending', 'processing', 'unknown')"),
+        ),
+    )
+
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"))
+    payment_method_id: Mapped[str] = mapped_column(String(40), ForeignKey("payment_methods.id"))
+    subscription_id: Mapped[str | None] = mapped_column(String(40))
+    amount: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[PaymentStatus] = mapped_column(enum_column(PaymentStatus))
+    failure_code: Mapped[str | None] = mapped_column(String(64))
+    failure_message: Mapped[str | None] = mapped_column(String(500))
+    amount_refunded: Mapped[int] = mapped_column(default=0)
+    description: Mapped[str | None] = mapped_column(String(1000))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    next_action: Mapped[dict[str, Any] | None]
+    lease_until: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+
+    attempts: Mapped[list[PaymentAttempt]] = relationship(
+        order_by="PaymentAttempt.number", lazy="selectin"
+    )
+
+
+class PaymentAttempt(Base):
+    __tablename__ = "payment_attempts"
+    __table_args__ = (UniqueConstraint("payment_id", "number"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    payment_id: Mapped[str] = mapped_column(String(40), ForeignKey("payments.id"))
+    number: Mapped[int] = mapped_column(CheckConstraint("number >= 1", name="number_positive"))
+    status: Mapped[AttemptStatus] = mapped_column(enum_column(AttemptStatus))
+    provider: Mapped[str] = mapped_column(String(16))
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    provider_reference: Mapped[str | None] = mapped_column(String(255))
+    failure_code: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+
+
+class Refund(TenantOwned, Base):
+    __tablename__ = "refunds"
+    __table_args__ = (
+        CheckConstraint("amount BETWEEN 1 AND 99999999", name="amount_range"),
+        Index("ix_refunds_payment", "payment_id", "id"),
+        Index("ix_refunds_pending", "id", postgresql_where=text("status = 'pending'")),
+    )
+
+    payment_id: Mapped[str] = mapped_column(String(40), ForeignKey("payments.id"))
+    amount: Mapped[int]
+    status: Mapped[RefundStatus] = mapped_column(enum_column(RefundStatus))
+    provider_reference: Mapped[str | None] = mapped_column(String(255))
+    failure_code: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=func.now()
+    )

@@ -1,0 +1,1 @@
+"""Payment providers behind one Protocol: Stripe, PayPal and the built-in sandbox."""

@@ -1,0 +1,77 @@
+"""The Protocol every provider adapter implements, and the values it exchanges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    """One attempt to charge; `idempotency_key` is derived from payment id and attempt number."""
+
+    tenant_id: str
+    livemode: bool
+    payment_id: str
+    attempt: int
+    idempotency_key: str
+    amount: int
+    currency: str
+    token: str
+    off_session: bool
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    """What the provider did: succeeded, or needs the customer (`redirect_url`)."""
+
+    status: Literal["succeeded", "requires_action"]
+    reference: str
+    redirect_url: str | None = None
+
+
+@dataclass(frozen=True)
+class RefundRequest:
+    tenant_id: str
+    livemode: bool
+    refund_id: str
+    payment_reference: str
+    idempotency_key: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    reference: str
+
+
+@dataclass(frozen=True)
+class CardDetails:
+    """Display details of a payment method, as far as the provider tells them."""
+
+    brand: str | None
+    last4: str | None
+
+
+class PaymentProvider(Protocol):
+    """A payment provider. Raises only `app.providers.errors` exceptions."""
+
+    name: str
+
+    def describe(self, token: str, *, livemode: bool) -> CardDetails:
+        """Check a token can be charged here and return its display details."""
+        ...
+
+    def charge(self, request: ChargeRequest) -> ChargeResult:
+        """Charge once per idempotency key; a repeated key returns the first outcome."""
+        ...
+
+    def lookup(self, request: ChargeRequest) -> ChargeResult | None:
+        """The charge made with this request's idempotency key, or None if there is none."""
+        ...
+
+    def refund(self, request: RefundRequest) -> RefundResult:
+        """Refund part or all of a charge, once per idempotency key."""
+        ...

@@ -1,0 +1,51 @@
+"""Our error hierarchy for providers; no SDK exception escapes an adapter."""
+
+from __future__ import annotations
+
+
+class ProviderError(Exception):
+    """Raised when a provider call did not end in a charge or refund; base of all below."""
+
+    code = "provider_error"
+
+
+class PaymentDeclined(ProviderError):
+    """Raised when the provider refused the charge; `hard` declines are never retried."""
+
+    def __init__(self, code: str, message: str, *, hard: bool) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hard = hard
+
+
+class TransientProviderError(ProviderError):
+    """Raised when the provider did not process the request and a new attempt may succeed."""
+
+
+class ProviderUnavailable(TransientProviderError):
+    """Raised when the provider answered 5xx, could not be reached, or its breaker is open."""
+
+    code = "provider_unavailable"
+
+
+class ProviderRateLimited(TransientProviderError):
+    """Raised when the provider answered 429; `retry_after` is its hint in seconds."""
+
+    code = "provider_rate_limited"
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class OutcomeUnknown(ProviderError):
+    """Raised when the request may have reached the provider but its answer was lost."""
+
+    code = "outcome_unknown"
+
+
+class InvalidPaymentMethod(ProviderError):
+    """Raised when a token cannot be attached: unknown to the provider or not allowed here."""
+
+    code = "invalid_payment_method"

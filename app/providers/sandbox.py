@@ -1,0 +1,149 @@
+"""The built-in test-mode provider: its token decides each attempt's outcome.
+
+It keeps a ledger (tables `sandbox_charges`, `sandbox_refunds`) of every charge it accepted,
+keyed by idempotency key, in its own transactions, exactly as an outside provider would.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.ids import new_id
+from app.models.sandbox import SandboxCharge, SandboxRefund
+from app.providers.base import CardDetails, ChargeRequest, ChargeResult, RefundRequest, RefundResult
+from app.providers.errors import (
+    InvalidPaymentMethod,
+    OutcomeUnknown,
+    PaymentDeclined,
+    ProviderUnavailable,
+)
+
+TOKENS = frozenset(
+    {"tok_ok", "tok_decline", "tok_insufficient_funds", "tok_timeout", "tok_error", "tok_action"}
+    | {f"tok_fail_{n}" for n in range(1, 10)}
+)
+_FAIL_N = re.compile(r"tok_fail_([1-9])")
+ACTION_URL = "https://sandbox.subscription-engine.invalid/authorize/{payment_id}"
+
+
+class SandboxProvider:
+    """Deterministic provider for test mode; see the token table in the API contract."""
+
+    name = "sandbox"
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._sessions = session_factory
+
+    def describe(self, token: str, *, livemode: bool) -> CardDetails:
+        if livemode:
+            raise InvalidPaymentMethod("the sandbox provider is for test mode only")
+        if token not in TOKENS:
+            raise InvalidPaymentMethod(f"unknown sandbox token; use one of {sorted(TOKENS)}")
+        return CardDetails(brand="visa", last4="4242")
+
+    def charge(self, request: ChargeRequest) -> ChargeResult:
+        self._decide(request)
+        if request.token == "tok_action":
+            url = ACTION_URL.format(payment_id=request.payment_id)
+            return ChargeResult(status="requires_action", reference="", redirect_url=url)
+        charge_id, created = self._record(request)
+        if request.token == "tok_timeout" and created:
+            raise OutcomeUnknown("sandbox: the charge was made but its answer was lost")
+        return ChargeResult(status="succeeded", reference=charge_id)
+
+    def lookup(self, request: ChargeRequest) -> ChargeResult | None:
+        with self._sessions() as session:
+            charge_id = session.scalar(
+                select(SandboxCharge.id).where(
+                    SandboxCharge.idempotency_key == request.idempotency_key
+                )
+            )
+        return None if charge_id is None else ChargeResult(status="succeeded", reference=charge_id)
+
+    def refund(self, request: RefundRequest) -> RefundResult:
+        with self._sessions() as session, session.begin():
+            charge = session.get(SandboxCharge, request.payment_reference, with_for_update=True)
+            if charge is None:
+                raise PaymentDeclined("charge_not_found", "sandbox: no such charge", hard=True)
+            existing = session.scalar(
+                select(SandboxRefund.id).where(
+                    SandboxRefund.idempotency_key == request.idempotency_key
+                )
+            )
+            if existing is not None:
+                return RefundResult(reference=existing)
+            if charge.amount_refunded + request.amount > charge.amount:
+                raise PaymentDeclined("amount_too_large", "sandbox: over-refund", hard=True)
+            refund = SandboxRefund(
+                id=new_id("re"),
+                charge_id=charge.id,
+                idempotency_key=request.idempotency_key,
+                amount=request.amount,
+            )
+            session.add(refund)
+            charge.amount_refunded += request.amount
+            return RefundResult(reference=refund.id)
+
+    def charges_for(self, tenant_id: str, payment_id: str | None) -> list[SandboxCharge]:
+        """The ledger: a tenant's accepted charges, optionally of one payment, newest first."""
+        with self._sessions() as session:
+            query = select(SandboxCharge).where(SandboxCharge.tenant_id == tenant_id)
+            if payment_id is not None:
+                query = query.where(SandboxCharge.payment_id == payment_id)
+            return list(session.scalars(query.order_by(SandboxCharge.id.desc()).limit(1000)))
+
+    def charge_count(self, payment_id: str) -> int:
+        """How many charges the sandbox accepted for one payment (1 at most, if all is well)."""
+        with self._sessions() as session:
+            return (
+                session.scalar(select(func.count()).where(SandboxCharge.payment_id == payment_id))
+                or 0
+            )
+
+    @staticmethod
+    def _decide(request: ChargeRequest) -> None:
+        token = request.token
+        if token == "tok_decline":
+            raise PaymentDeclined("card_declined", "Your card was declined.", hard=True)
+        if token == "tok_insufficient_funds":
+            raise PaymentDeclined(
+                "insufficient_funds", "Your card has insufficient funds.", hard=False
+            )
+        if token == "tok_error":
+            raise ProviderUnavailable("sandbox: simulated provider error (HTTP 500)")
+        failing = _FAIL_N.fullmatch(token)
+        if failing and request.attempt <= int(failing.group(1)):
+            raise PaymentDeclined(
+                "try_again_later", "The card was declined; try again later.", hard=False
+            )
+
+    def _record(self, request: ChargeRequest) -> tuple[str, bool]:
+        """Insert the charge once per idempotency key; return (charge id, newly created)."""
+        charge_id = new_id("ch")
+        with self._sessions() as session, session.begin():
+            inserted = session.scalar(
+                insert(SandboxCharge)
+                .values(
+                    id=charge_id,
+                    tenant_id=request.tenant_id,
+                    payment_id=request.payment_id,
+                    idempotency_key=request.idempotency_key,
+                    amount=request.amount,
+                    currency=request.currency,
+                )
+                .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                .returning(SandboxCharge.id)
+            )
+            if inserted is not None:
+                return inserted, True
+            existing = session.scalar(
+                select(SandboxCharge.id).where(
+                    SandboxCharge.idempotency_key == request.idempotency_key
+                )
+            )
+            assert existing is not None
+            return existing, False

@@ -1,0 +1,83 @@
+"""The public JSON shape of every object, shared by the API and by events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from app.models import Customer, Payment, PaymentMethod, Refund
+
+Json = dict[str, Any]
+
+
+def timestamp(value: datetime | None) -> str | None:
+    """RFC 3339 in UTC with a Z, to the second."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def customer(c: Customer) -> Json:
+    return {
+        "id": c.id,
+        "object": "customer",
+        "email": c.email,
+        "name": c.name,
+        "metadata": c.metadata_,
+        "livemode": c.livemode,
+        "created_at": timestamp(c.created_at),
+    }
+
+
+def payment_method(m: PaymentMethod) -> Json:
+    return {
+        "id": m.id,
+        "object": "payment_method",
+        "customer_id": m.customer_id,
+        "provider": m.provider.value,
+        "brand": m.brand,
+        "last4": m.last4,
+        "created_at": timestamp(m.created_at),
+    }
+
+
+def payment(p: Payment) -> Json:
+    return {
+        "id": p.id,
+        "object": "payment",
+        "amount": p.amount,
+        "currency": p.currency,
+        "customer_id": p.customer_id,
+        "payment_method_id": p.payment_method_id,
+        "subscription_id": p.subscription_id,
+        "status": p.status.value,
+        "failure_code": p.failure_code,
+        "failure_message": p.failure_message,
+        "amount_refunded": p.amount_refunded,
+        "attempts": [
+            {
+                "number": a.number,
+                "status": a.status.value,
+                "provider": a.provider,
+                "failure_code": a.failure_code,
+                "created_at": timestamp(a.created_at),
+            }
+            for a in p.attempts
+        ],
+        "description": p.description,
+        "livemode": p.livemode,
+        "created_at": timestamp(p.created_at),
+        "updated_at": timestamp(p.updated_at),
+        "metadata": p.metadata_,
+        "next_action": p.next_action,
+    }
+
+
+def refund(r: Refund) -> Json:
+    return {
+        "id": r.id,
+        "object": "refund",
+        "payment_id": r.payment_id,
+        "amount": r.amount,
+        "status": r.status.value,
+    }

@@ -1,0 +1,113 @@
+"""`make run`: the whole engine on one machine, in the foreground, stopped by Ctrl-C.
+
+Prepares the database, makes sure a demo tenant exists and prints its test key, then runs
+the API (gunicorn), the worker fleet (dramatiq) and the scheduler, restarting any that
+exits (the dramatiq master stops its whole fleet when one worker dies).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from app.bootstrap import build
+from app.models.database import ensure_database, migrate
+from app.services.tenants import authenticate, create_tenant
+
+VAR = Path("var")
+DEMO_FILE = VAR / "demo-tenant.json"
+
+
+def commands(port: str) -> dict[str, list[str]]:
+    """The processes of the engine, as production runs them."""
+    bin_dir = Path(sys.executable).parent
+    return {
+        "api": [str(bin_dir / "gunicorn"), "wsgi:app", "--bind", f"127.0.0.1:{port}",
+                "--workers", os.environ.get("WEB_CONCURRENCY", "4"), "--access-logfile", "-"],
+        "worker": [str(bin_dir / "dramatiq"), "app.jobs", "--processes", "2", "--threads", "4"],
+        "scheduler": [sys.executable, "-m", "app.scheduler"],
+    }
+
+
+def demo_key() -> str:
+    """The demo tenant's test key, created on the first run and kept in var/."""
+    container = build()
+    if DEMO_FILE.exists():
+        saved = json.loads(DEMO_FILE.read_text())
+        with container.uow() as uow:
+            if authenticate(uow, saved["test_key"]) is not None:
+                return str(saved["test_key"])
+    with container.uow() as uow:
+        created = create_tenant(uow, "Demo merchant")
+    DEMO_FILE.write_text(json.dumps({"tenant_id": created.tenant_id,
+                                     "test_key": created.test_key}))
+    DEMO_FILE.chmod(0o600)
+    return created.test_key
+
+
+def banner(port: str, key: str) -> str:
+    base = f"http://127.0.0.1:{port}"
+    auth = f'-H "Authorization: Bearer {key}" -H "Content-Type: application/json"'
+    return f"""
+Subscription Engine is starting on {base}  (Ctrl-C stops everything)
+Demo tenant test key: {key}
+
+  CUS=$(curl -s {auth} -d '{{"email":"ada@example.com"}}' {base}/customers | jq -r .id)
+  PM=$(curl -s {auth} -d '{{"provider":"sandbox","token":"tok_ok"}}' \\
+       {base}/customers/$CUS/payment-methods | jq -r .id)
+  PAY=$(curl -s {auth} -H "Idempotency-Key: $(uuidgen)" \\
+       -d '{{"amount":1999,"currency":"usd","customer_id":"'$CUS'","payment_method_id":"'$PM'"}}' \\
+       {base}/pay | jq -r .id)
+  curl -s {auth} {base}/payments/$PAY | jq .status     # "succeeded"
+"""
+
+
+def main() -> None:
+    VAR.mkdir(exist_ok=True)
+    metrics_dir = VAR / "prometheus"
+    metrics_dir.mkdir(exist_ok=True)
+    for stale in metrics_dir.iterdir():
+        stale.unlink()
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir.resolve()))
+    port = os.environ.get("PORT", "8000")
+    url = build().config.database_url
+    ensure_database(url)
+    migrate(url)
+    print(banner(port, demo_key()), flush=True)
+    supervise(commands(port))
+
+
+def supervise(specs: dict[str, list[str]]) -> None:
+    """Run every process; restart one that exits; stop all on SIGINT or SIGTERM."""
+    running = {name: subprocess.Popen(cmd) for name, cmd in specs.items()}
+    stopping = False
+
+    def _stop(_: int, __: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    while not stopping:
+        for name, process in running.items():
+            if process.poll() is not None and not stopping:
+                print(f"{name} exited with {process.returncode}; restarting", flush=True)
+                running[name] = subprocess.Popen(specs[name])
+        time.sleep(0.5)
+    for process in running.values():
+        process.send_signal(signal.SIGTERM)
+    for process in running.values():
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""APScheduler jobs: thin, each claims a batch of due work in one unit of work.
+
+Several schedulers may run at once: every claim uses SELECT ... FOR UPDATE SKIP LOCKED,
+so each row is taken by one of them, and the actors are safe to receive twice anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from app.bootstrap import Container, build
+from app.log import configure_logging
+from app.services import maintenance, reconcile
+
+log = logging.getLogger(__name__)
+
+
+def reconcile_job(container: Container) -> None:
+    """Re-drive payments and refunds that a crash, lost message or lost answer left behind."""
+    config = container.config
+    while True:
+        with container.uow() as uow:
+            claimed = reconcile.claim_stale_work(
+                uow, container.enqueue, stale_seconds=config.reconcile_stale_seconds,
+                batch=config.reconcile_batch_size,
+            )
+        if claimed < config.reconcile_batch_size:
+            return
+
+
+def prune_job(container: Container) -> None:
+    """Drop idempotency keys older than their retention."""
+    with container.uow() as uow:
+        maintenance.prune_idempotency_keys(uow, hours=container.config.idempotency_ttl_hours)
+
+
+def build_scheduler(container: Container) -> BlockingScheduler:
+    """The scheduler with every job, each run at most once at a time in this process."""
+    scheduler = BlockingScheduler(timezone="UTC")
+    config = container.config
+    scheduler.add_job(reconcile_job, "interval", args=[container], id="reconcile",
+                      seconds=config.reconcile_interval_seconds, max_instances=1, coalesce=True)
+    scheduler.add_job(prune_job, "interval", args=[container], id="prune", minutes=10,
+                      max_instances=1, coalesce=True)
+    return scheduler
+
+
+def main() -> None:
+    """Run until SIGINT or SIGTERM."""
+    container = build()
+    configure_logging(container.config.log_level)
+    scheduler = build_scheduler(container)
+
+    def _stop(signum: int, _: FrameType | None) -> None:
+        log.info("stopping scheduler", extra={"signal": signum})
+        scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("scheduler started")
+    scheduler.start()

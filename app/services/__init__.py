@@ -1,0 +1,1 @@
+"""Use cases: one function each, taking a unit of work and plain values."""

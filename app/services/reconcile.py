@@ -1,0 +1,93 @@
+"""Finding and finishing work that a crash, a lost message or a lost answer left behind."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+
+from app.clock import utcnow
+from app.models import Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
+from app.models.uow import UnitOfWork, UnitOfWorkFactory
+from app.providers.errors import ProviderError
+from app.providers.registry import ProviderRegistry
+from app.services.charge import charge_request, settle_result
+
+log = logging.getLogger(__name__)
+Enqueue = Callable[..., None]
+
+
+def claim_stale_work(uow: UnitOfWork, enqueue: Enqueue, *, stale_seconds: int, batch: int) -> int:
+    """Claim a batch of stuck payments and refunds and re-drive each after commit.
+
+    Rows are locked with SKIP LOCKED and their `updated_at` pushed forward, so several
+    schedulers running at once each take different rows and none is re-driven twice.
+    """
+    now = utcnow()
+    cutoff = now - timedelta(seconds=stale_seconds)
+    stuck = uow.session.execute(
+        select(Payment.id, Payment.status)
+        .where(
+            Payment.status.in_(
+                (PaymentStatus.PENDING, PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN)
+            ),
+            Payment.updated_at < cutoff,
+            or_(Payment.lease_until.is_(None), Payment.lease_until < now),
+        )
+        .order_by(Payment.updated_at)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    ).all()
+    refunds = list(
+        uow.session.scalars(
+            select(Refund.id)
+            .where(Refund.status == RefundStatus.PENDING, Refund.updated_at < cutoff)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if stuck:
+        uow.session.execute(
+            update(Payment).where(Payment.id.in_([p.id for p in stuck])).values(updated_at=now)
+        )
+    if refunds:
+        uow.session.execute(update(Refund).where(Refund.id.in_(refunds)).values(updated_at=now))
+    for payment_id, status in stuck:
+        actor = "reconcile_payment" if status is PaymentStatus.UNKNOWN else "charge_payment"
+        uow.after_commit(lambda a=actor, p=payment_id: enqueue(a, p))
+    for refund_id in refunds:
+        uow.after_commit(lambda r=refund_id: enqueue("refund_payment", r))
+    uow.commit()
+    return len(stuck) + len(refunds)
+
+
+def reconcile_payment(
+    uows: UnitOfWorkFactory, providers: ProviderRegistry, enqueue: Enqueue, payment_id: str
+) -> None:
+    """Settle an `unknown` payment from the provider's truth, never charging it again."""
+    with uows() as uow:
+        payment = uow.session.get(Payment, payment_id)
+        if payment is None or payment.status is not PaymentStatus.UNKNOWN or not payment.attempts:
+            return
+        attempt = payment.attempts[-1]
+        method = uow.session.get_one(PaymentMethod, payment.payment_method_id)
+        request = charge_request(payment, method, attempt)
+    try:
+        found = providers.call(attempt.provider, request.tenant_id, lambda p: p.lookup(request))
+    except ProviderError:
+        log.warning("lookup failed; will try again", extra={"payment_id": payment_id})
+        return
+    if found is not None:
+        settle_result(uows, request, found)
+        return
+    # The provider never saw the attempt: send it again, with the same idempotency key.
+    with uows() as uow:
+        uow.session.execute(
+            update(Payment)
+            .where(Payment.id == payment_id, Payment.status == PaymentStatus.UNKNOWN)
+            .values(status=PaymentStatus.PROCESSING, lease_until=None)
+        )
+        uow.after_commit(lambda: enqueue("charge_payment", payment_id))
+        uow.commit()
