@@ -1,4 +1,4 @@
-"""Operator commands: `flask --app wsgi tenants create NAME --json`, `flask --app wsgi db upgrade`."""
+"""Operator commands: `tenants create NAME --json` and `db upgrade`, under `flask --app wsgi`."""
 
 from __future__ import annotations
 

@@ -46,6 +46,10 @@ class Config:
         values.update(overrides)
         return cls(**values)
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as environment variables, to hand to a child process."""
+        return {field.name.upper(): str(getattr(self, field.name)) for field in fields(self)}
+
 
 def _coerce(raw: str, kind: type, name: str) -> Any:
     try:

@@ -1,0 +1,108 @@
+"""Shared fixtures: a throw-away database and Redis namespace per test session.
+
+Every session gets its own PostgreSQL database (`se_test_<pid>`) migrated with Alembic and
+its own Redis key namespace, so tests never touch a developer's data nor each other's runs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from app.bootstrap import Container, build
+from app.config import Config
+from app.models.database import ensure_database, migrate
+from tests.support import Api, eventually
+
+ROOT = Path(__file__).resolve().parents[1]
+PG = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432")
+REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _drop_database(url: str) -> None:
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+            {"n": target.database},
+        )
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{target.database}"'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def config() -> Iterator[Config]:
+    """Settings of this test session: own database, own Redis namespace, short timings."""
+    run_id = f"{os.getpid()}"
+    url = f"{PG}/se_test_{run_id}"
+    _drop_database(url)
+    ensure_database(url)
+    migrate(url)
+    cfg = Config.from_env(
+        {},
+        database_url=url,
+        redis_url=REDIS,
+        redis_namespace=f"se-test-{run_id}",
+        payment_lease_seconds=3,
+        reconcile_stale_seconds=1,
+        reconcile_interval_seconds=0.5,
+        charge_min_backoff_ms=20,
+        charge_max_backoff_ms=200,
+        charge_max_retries=3,
+        dramatiq_heartbeat_timeout_ms=5000,
+        breaker_failure_threshold=5,
+        breaker_recovery_seconds=2,
+    )
+    yield cfg
+    client = redis.Redis.from_url(REDIS)
+    for key in client.scan_iter(f"{cfg.redis_namespace}*"):
+        client.delete(key)
+    _drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def container(config: Config) -> Container:
+    return build(config)
+
+
+@pytest.fixture(scope="session")
+def app(config: Config):  # type: ignore[no-untyped-def]
+    from app.api import create_app
+
+    return create_app(config)
+
+
+@pytest.fixture()
+def api(app) -> Api:  # type: ignore[no-untyped-def]
+    """A test-mode API client of a brand-new tenant (see tests/support.py)."""
+    return Api.for_new_tenant(app)
+
+
+def child_env(config: Config, **extra: str) -> dict[str, str]:
+    """The environment of a process started by a test: this session's settings."""
+    return {**os.environ, **config.to_env(), "LOG_LEVEL": "WARNING", **extra}
+
+
+@pytest.fixture(scope="session")
+def worker(config: Config) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Dramatiq worker fleet (`dramatiq app.jobs`) for this session's broker."""
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dramatiq"), "app.jobs", "--processes", "1",
+         "--threads", "4"],
+        env=child_env(config), cwd=ROOT, start_new_session=True,
+    )
+    yield process
+    process.terminate()
+    process.wait(timeout=30)
+
+
+__all__ = ["eventually"]
