@@ -49,7 +49,7 @@ class Container:
 
     @cached_property
     def broker(self) -> RedisBroker:
-        broker = RedisBroker(
+        broker = RedisBroker(  # type: ignore[no-untyped-call]
             url=self.config.redis_url,
             namespace=f"{self.config.redis_namespace}-dramatiq",
             heartbeat_timeout=self.config.dramatiq_heartbeat_timeout_ms,
@@ -75,7 +75,7 @@ class Container:
         Callers enqueue only after commit, and the scheduler's reconciliation finds any
         work whose message was lost, so a failed send delays work but never loses it.
         """
-        message = dramatiq.Message(
+        message: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=QUEUES.get(actor_name, "default"),
             actor_name=actor_name,
             args=args,

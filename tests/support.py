@@ -67,8 +67,9 @@ class Api:
         return data
 
     def customer(self, **fields: Any) -> dict[str, Any]:
+        key = fields.pop("key", None)
         body = {"email": "ada@example.com", "name": "Ada", **fields}
-        return self.ok(self.post("/customers", body, key=fields.pop("key", None)), 201)
+        return self.ok(self.post("/customers", body, key=key), 201)
 
     def payment_method(self, customer_id: str, token: str = "tok_ok") -> dict[str, Any]:
         body = {"provider": "sandbox", "token": token}

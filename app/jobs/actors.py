@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dramatiq
 import redis
 from sqlalchemy.exc import OperationalError
@@ -23,7 +25,7 @@ def _transient(retries: int, exc: BaseException) -> bool:
     return isinstance(exc, transient) and retries < _config.charge_max_retries
 
 
-_RETRY = {
+_RETRY: dict[str, Any] = {
     "max_retries": _config.charge_max_retries,
     "min_backoff": _config.charge_min_backoff_ms,
     "max_backoff": _config.charge_max_backoff_ms,
@@ -50,14 +52,14 @@ def payment_retries_exhausted(
     charge.give_up(container().uow, str(args[0]))
 
 
-@dramatiq.actor(**_RETRY)
+@dramatiq.actor(queue_name="default", **_RETRY)
 def reconcile_payment(payment_id: str) -> None:
     """Settle an `unknown` payment from what the provider did."""
     c = container()
     reconcile.reconcile_payment(c.uow, c.providers, c.enqueue, payment_id)
 
 
-@dramatiq.actor(**_RETRY)
+@dramatiq.actor(queue_name="default", **_RETRY)
 def refund_payment(refund_id: str) -> None:
     """Send a refund to the provider."""
     c = container()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import BigInteger, DateTime, Enum, ForeignKey, MetaData, String, func
 from sqlalchemy.dialects.postgresql import JSONB
@@ -47,6 +47,8 @@ def enum_column(kind: type[enum.Enum]) -> Enum:
 
 class TenantOwned:
     """Columns of an object that belongs to one tenant in one mode (test or live)."""
+
+    label: ClassVar[str] = "object"  # how error messages name the kind, e.g. "payment"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     livemode: Mapped[bool]

@@ -19,6 +19,7 @@ class Provider(enum.StrEnum):
 
 class Customer(TenantOwned, Base):
     __tablename__ = "customers"
+    label = "customer"
     __table_args__ = (Index("ix_customers_list", "tenant_id", "livemode", "id"),)
 
     email: Mapped[str | None] = mapped_column(String(320))
@@ -28,6 +29,7 @@ class Customer(TenantOwned, Base):
 
 class PaymentMethod(TenantOwned, Base):
     __tablename__ = "payment_methods"
+    label = "payment method"
     __table_args__ = (Index("ix_payment_methods_customer", "customer_id", "id"),)
 
     customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"))

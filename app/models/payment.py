@@ -38,6 +38,7 @@ class RefundStatus(enum.StrEnum):
 
 class Payment(TenantOwned, Base):
     __tablename__ = "payments"
+    label = "payment"
     __table_args__ = (
         CheckConstraint("amount BETWEEN 1 AND 99999999", name="amount_range"),
         CheckConstraint("currency ~ '^[a-z]{3}$'", name="currency_format"),
@@ -95,6 +96,7 @@ class PaymentAttempt(Base):
 
 class Refund(TenantOwned, Base):
     __tablename__ = "refunds"
+    label = "refund"
     __table_args__ = (
         CheckConstraint("amount BETWEEN 1 AND 99999999", name="amount_range"),
         Index("ix_refunds_payment", "payment_id", "id"),

@@ -41,7 +41,8 @@ class ProviderRegistry:
         """Run `fn(adapter)` through the breaker; an open breaker fails fast as unavailable."""
         breaker = self._breaker(name, tenant_id)
         try:
-            return breaker.call(fn, self._providers[name])
+            result: T = breaker.call(fn, self._providers[name])
+            return result
         except CircuitBreakerError as exc:
             raise ProviderUnavailable(f"{name}: circuit open, failing fast") from exc
 

@@ -54,13 +54,16 @@ def claim_stale_work(uow: UnitOfWork, enqueue: Enqueue, *, stale_seconds: int, b
         )
     if refunds:
         uow.session.execute(update(Refund).where(Refund.id.in_(refunds)).values(updated_at=now))
-    for payment_id, status in stuck:
-        actor = "reconcile_payment" if status is PaymentStatus.UNKNOWN else "charge_payment"
-        uow.after_commit(lambda a=actor, p=payment_id: enqueue(a, p))
-    for refund_id in refunds:
-        uow.after_commit(lambda r=refund_id: enqueue("refund_payment", r))
+    work = [("reconcile_payment" if status is PaymentStatus.UNKNOWN else "charge_payment", pid)
+            for pid, status in stuck] + [("refund_payment", rid) for rid in refunds]
+    uow.after_commit(lambda: _send(enqueue, work))
     uow.commit()
     return len(stuck) + len(refunds)
+
+
+def _send(enqueue: Enqueue, work: list[tuple[str, str]]) -> None:
+    for actor, object_id in work:
+        enqueue(actor, object_id)
 
 
 def reconcile_payment(

@@ -22,7 +22,7 @@ class Scope:
     tenant_id: str
     livemode: bool
 
-    def query(self, model: type[T]) -> Select[tuple[T]]:
+    def query(self, model: type[T]) -> Select[T]:
         """SELECT of `model` confined to this tenant and mode."""
         return select(model).where(
             model.tenant_id == self.tenant_id, model.livemode == self.livemode
@@ -35,7 +35,7 @@ class Scope:
             query = query.with_for_update()
         found = session.scalar(query)
         if found is None:
-            raise NotFound(f"No such {model.__tablename__[:-1].replace('_', ' ')}: '{object_id}'")
+            raise NotFound(f"No such {model.label}: '{object_id}'")
         return found
 
     def page(
