@@ -8,28 +8,37 @@ from app.models.payment import (
     AttemptStatus,
     Payment,
     PaymentAttempt,
+    PaymentPurpose,
     PaymentStatus,
     Refund,
     RefundStatus,
 )
+from app.models.plan import Plan
 from app.models.sandbox import SandboxCharge, SandboxRefund
+from app.models.subscription import Subscription
 from app.models.tenant import ApiKey, Tenant
+from app.models.test_clock import ClockStatus, TestClock
 
 __all__ = [
     "ApiKey",
     "AttemptStatus",
     "Base",
+    "ClockStatus",
     "Customer",
     "IdempotencyKey",
     "OutboxEvent",
     "Payment",
     "PaymentAttempt",
     "PaymentMethod",
+    "PaymentPurpose",
     "PaymentStatus",
+    "Plan",
     "Provider",
     "Refund",
     "RefundStatus",
     "SandboxCharge",
     "SandboxRefund",
+    "Subscription",
     "Tenant",
+    "TestClock",
 ]

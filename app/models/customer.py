@@ -25,6 +25,7 @@ class Customer(TenantOwned, Base):
     email: Mapped[str | None] = mapped_column(String(320))
     name: Mapped[str | None] = mapped_column(String(500))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    test_clock_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("test_clocks.id"))
 
 
 class PaymentMethod(TenantOwned, Base):

@@ -22,6 +22,12 @@ class PaymentStatus(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
+class PaymentPurpose(enum.StrEnum):
+    ONE_TIME = "one_time"
+    CYCLE = "cycle"  # the charge of one subscription period
+    PRORATION = "proration"  # the net charge of a mid-period plan change
+
+
 class AttemptStatus(enum.StrEnum):
     PROCESSING = "processing"
     SUCCEEDED = "succeeded"
@@ -48,6 +54,17 @@ class Payment(TenantOwned, Base):
         Index("ix_payments_subscription", "tenant_id", "livemode", "subscription_id", "id"),
         Index("ix_payments_status", "tenant_id", "livemode", "status", "id"),
         Index(
+            "uq_payments_cycle",
+            "subscription_id",
+            "period_start",
+            unique=True,
+            postgresql_where=text("purpose = 'cycle'"),
+        ),
+        CheckConstraint(
+            "(purpose = 'one_time') = (subscription_id IS NULL)", name="subscription_purpose"
+        ),
+        CheckConstraint("purpose <> 'cycle' OR period_start IS NOT NULL", name="cycle_period"),
+        Index(
             "ix_payments_unsettled",
             "updated_at",
             postgresql_where=text("status IN ('pending', 'processing', 'unknown')"),
@@ -56,7 +73,11 @@ class Payment(TenantOwned, Base):
 
     customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"))
     payment_method_id: Mapped[str] = mapped_column(String(40), ForeignKey("payment_methods.id"))
-    subscription_id: Mapped[str | None] = mapped_column(String(40))
+    subscription_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("subscriptions.id"))
+    purpose: Mapped[PaymentPurpose] = mapped_column(
+        enum_column(PaymentPurpose), default=PaymentPurpose.ONE_TIME
+    )
+    period_start: Mapped[datetime | None]
     amount: Mapped[int]
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[PaymentStatus] = mapped_column(enum_column(PaymentStatus))
