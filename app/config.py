@@ -30,9 +30,31 @@ class Config:
     breaker_failure_threshold: int = 5
     breaker_recovery_seconds: int = 30
     # Scheduler
+    renewal_interval_seconds: float = 2.0
+    renewal_batch_size: int = 1000
+    subscription_lease_seconds: int = 300
     reconcile_interval_seconds: float = 10.0
     reconcile_stale_seconds: int = 30
     reconcile_batch_size: int = 500
+    # Events: outbox relay to Kafka
+    kafka_topic_partitions: int = 3
+    kafka_replication_factor: int = 1
+    relay_batch_size: int = 1000
+    relay_poll_interval_ms: int = 50
+    relay_flush_timeout_seconds: float = 5.0
+    outbox_retention_hours: float = 24.0
+    outbox_prune_interval_seconds: float = 60.0
+    # Mail
+    mail_server: str = "127.0.0.1"
+    mail_port: int = 1025
+    mail_security: str = "none"
+    mail_username: str = ""
+    mail_password: str = ""
+    mail_default_sender: str = "Subscription Engine <billing@localhost>"
+    mail_max_retries: int = 10
+    mail_min_backoff_ms: int = 1000
+    mail_max_backoff_ms: int = 600_000
+    mail_time_limit_seconds: int = 60
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Config:

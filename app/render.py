@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from app.models import Customer, Payment, PaymentMethod, Refund
+from app.models import Customer, Payment, PaymentMethod, Plan, Refund, Subscription, TestClock
 
 Json = dict[str, Any]
 
@@ -24,6 +24,7 @@ def customer(c: Customer) -> Json:
         "email": c.email,
         "name": c.name,
         "metadata": c.metadata_,
+        "test_clock_id": c.test_clock_id,
         "livemode": c.livemode,
         "created_at": timestamp(c.created_at),
     }
@@ -80,4 +81,57 @@ def refund(r: Refund) -> Json:
         "payment_id": r.payment_id,
         "amount": r.amount,
         "status": r.status.value,
+    }
+
+
+def plan(p: Plan) -> Json:
+    return {
+        "id": p.id,
+        "object": "plan",
+        "code": p.code,
+        "name": p.name,
+        "amount": p.amount,
+        "currency": p.currency,
+        "interval": p.interval,
+        "interval_count": p.interval_count,
+        "trial_days": p.trial_days,
+        "archived": p.archived_at is not None,
+        "livemode": p.livemode,
+        "created_at": timestamp(p.created_at),
+    }
+
+
+def subscription(s: Subscription) -> Json:
+    return {
+        "id": s.id,
+        "object": "subscription",
+        "customer_id": s.customer_id,
+        "plan_id": s.plan_id,
+        "payment_method_id": s.payment_method_id,
+        "status": s.status.value,
+        "current_period_start": timestamp(s.current_period_start),
+        "current_period_end": timestamp(s.current_period_end),
+        "billing_anchor": timestamp(s.billing_anchor),
+        "trial_end": timestamp(s.trial_end),
+        "cancel_at_period_end": s.cancel_at_period_end,
+        "canceled_at": timestamp(s.canceled_at),
+        "cancellation_reason": s.cancellation_reason,
+        "paused_at": timestamp(s.paused_at),
+        "latest_payment_id": s.latest_payment_id,
+        "credit_balance": s.credit_balance,
+        "test_clock_id": s.test_clock_id,
+        "livemode": s.livemode,
+        "created_at": timestamp(s.created_at),
+        "metadata": s.metadata_,
+    }
+
+
+def test_clock(c: TestClock) -> Json:
+    return {
+        "id": c.id,
+        "object": "test_clock",
+        "frozen_time": timestamp(c.frozen_time),
+        "status": c.status.value,
+        "livemode": c.livemode,
+        "created_at": timestamp(c.created_at),
     }

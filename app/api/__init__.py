@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import auth, customers, errors, openapi, ops, payments, sandbox
+from app.api import (
+    auth,
+    customers,
+    errors,
+    openapi,
+    ops,
+    payments,
+    plans,
+    sandbox,
+    subscriptions,
+    test_clocks,
+)
 from app.api.context import close_uow
 from app.api.limits import init_limiter
 from app.api.metrics import init_metrics
@@ -13,7 +24,7 @@ from app.cli import COMMANDS
 from app.config import Config
 from app.log import configure_logging
 
-APIS = (payments.api, customers.api, sandbox.api)
+APIS = (payments.api, customers.api, plans.api, subscriptions.api, test_clocks.api, sandbox.api)
 
 
 def create_app(config: Config | None = None) -> Flask:

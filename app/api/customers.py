@@ -23,9 +23,7 @@ api = Api(Blueprint("customers", __name__), tag="Customers")
     status=201,
 )
 def create_customer(body: schemas.CustomerRequest) -> ViewResult:
-    created = customers.create_customer(
-        context.uow(), context.scope(), email=body.email, name=body.name, metadata=body.metadata
-    )
+    created = customers.create_customer(context.uow(), context.scope(), **body.model_dump())
     return render.customer(created), 201
 
 

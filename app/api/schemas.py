@@ -6,11 +6,21 @@ reports every bad field at once, and emits JSON Schema 2020-12, which OpenAPI 3.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+)
 
 from app.billing.money import MAX_AMOUNT, MIN_AMOUNT, is_supported_currency
+from app.billing.subscription_state import Status
 from app.models import PaymentStatus, Provider
 
 
@@ -28,6 +38,12 @@ def _currency(value: str) -> str:
     if not is_supported_currency(value):
         raise ValueError("must be a supported lowercase ISO 4217 code, e.g. 'usd'")
     return value
+
+
+def _utc(value: datetime) -> datetime:
+    if not (datetime(1970, 1, 1, tzinfo=UTC) <= value <= datetime(9000, 1, 1, tzinfo=UTC)):
+        raise ValueError("must be between 1970 and 9000")
+    return value.astimezone(UTC)
 
 
 def _metadata(value: dict[str, str]) -> dict[str, str]:
@@ -69,6 +85,40 @@ class CustomerRequest(Strict):
     email: Email | None = None
     name: Annotated[Text, StringConstraints(max_length=500)] | None = None
     metadata: Metadata = Field(default_factory=dict)
+    test_clock_id: Id | None = None
+
+
+class PlanRequest(Strict):
+    code: Annotated[str, StringConstraints(min_length=1, max_length=100,
+                                           pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    name: Annotated[Text, StringConstraints(min_length=1, max_length=500)]
+    amount: Amount
+    currency: Currency
+    interval: Literal["day", "week", "month", "year"]
+    interval_count: Annotated[StrictInt, Field(ge=1, le=12)] = 1
+    trial_days: Annotated[StrictInt, Field(ge=0, le=730)] = 0
+
+
+class SubscriptionRequest(Strict):
+    customer_id: Id
+    plan_id: Id
+    payment_method_id: Id
+    trial_days: Annotated[StrictInt, Field(ge=0, le=730)] | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class CancelRequest(Strict):
+    at_period_end: bool = False
+
+
+class ChangePlanRequest(Strict):
+    plan_id: Id
+    proration: Literal["create_prorations", "none"] = "create_prorations"
+
+
+class TestClockRequest(Strict):
+    __test__ = False  # not a pytest test class
+    frozen_time: Annotated[AwareDatetime, Field(strict=False), AfterValidator(_utc)]
 
 
 class PaymentMethodRequest(Strict):
@@ -86,6 +136,11 @@ class PaymentListQuery(ListQuery):
     customer_id: Id | None = None
     subscription_id: Id | None = None
     status: PaymentStatus | None = None
+
+
+class SubscriptionListQuery(ListQuery):
+    customer_id: Id | None = None
+    status: Status | None = None
 
 
 class SandboxChargesQuery(Strict):
@@ -131,6 +186,7 @@ class Customer(BaseModel):
     email: str | None
     name: str | None
     metadata: dict[str, str]
+    test_clock_id: str | None
     livemode: bool
     created_at: str
 
@@ -151,6 +207,54 @@ class Refund(BaseModel):
     payment_id: str
     amount: int
     status: Literal["pending", "succeeded", "failed"]
+
+
+class Plan(BaseModel):
+    id: str
+    object: Literal["plan"]
+    code: str
+    name: str
+    amount: int
+    currency: str
+    interval: Literal["day", "week", "month", "year"]
+    interval_count: int
+    trial_days: int
+    archived: bool
+    livemode: bool
+    created_at: str
+
+
+class Subscription(BaseModel):
+    id: str
+    object: Literal["subscription"]
+    customer_id: str
+    plan_id: str
+    payment_method_id: str
+    status: Status
+    current_period_start: str
+    current_period_end: str
+    billing_anchor: str
+    trial_end: str | None
+    cancel_at_period_end: bool
+    canceled_at: str | None
+    cancellation_reason: str | None
+    paused_at: str | None
+    latest_payment_id: str | None
+    credit_balance: int
+    test_clock_id: str | None
+    livemode: bool
+    created_at: str
+    metadata: dict[str, str]
+
+
+class TestClock(BaseModel):
+    __test__ = False  # not a pytest test class
+    id: str
+    object: Literal["test_clock"]
+    frozen_time: str
+    status: Literal["ready", "advancing"]
+    livemode: bool
+    created_at: str
 
 
 class SandboxCharge(BaseModel):

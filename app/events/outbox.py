@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from app import render
 from app.clock import utcnow
 from app.ids import new_id
-from app.models import OutboxEvent, Payment
+from app.models import OutboxEvent, Payment, Subscription
 from app.render import timestamp
 
 SCHEMA_VERSION = 1
@@ -46,4 +46,14 @@ def record_payment(session: Session, event_type: str, payment: Payment) -> Outbo
         render.payment(payment),
         tenant_id=payment.tenant_id,
         livemode=payment.livemode,
+    )
+
+
+def record_subscription(
+    session: Session, event_type: str, subscription: Subscription
+) -> OutboxEvent:
+    """Add a `subscription.*` event carrying the subscription as the API shows it now."""
+    return record(
+        session, event_type, render.subscription(subscription),
+        tenant_id=subscription.tenant_id, livemode=subscription.livemode,
     )

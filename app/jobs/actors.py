@@ -8,9 +8,10 @@ import dramatiq
 import redis
 from sqlalchemy.exc import OperationalError
 
+from app.clock import utcnow
 from app.jobs.runtime import container
 from app.providers.errors import TransientProviderError
-from app.services import charge, reconcile, refunds
+from app.services import charge, reconcile, refunds, renewals
 
 _config = container().config
 
@@ -64,3 +65,19 @@ def refund_payment(refund_id: str) -> None:
     """Send a refund to the provider."""
     c = container()
     refunds.process_refund(c.uow, c.providers, refund_id)
+
+
+@dramatiq.actor(queue_name="default", **_RETRY)
+def process_subscription(subscription_id: str) -> None:
+    """Do whatever fell due for one subscription (renewal, retry, trial end, cancellation)."""
+    c = container()
+    renewals.run_due(c.uow, c.providers, subscription_id, utcnow(),
+                     lease_seconds=c.config.payment_lease_seconds)
+
+
+@dramatiq.actor(queue_name="default", time_limit=3_600_000, **_RETRY)
+def advance_test_clock(clock_id: str) -> None:
+    """Run everything due on a test clock up to its new frozen time, then mark it ready."""
+    c = container()
+    renewals.advance_clock(c.uow, c.providers, clock_id,
+                           lease_seconds=c.config.payment_lease_seconds)

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, Index, SmallInteger, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.billing.periods import Interval
 from app.models.base import Base, TenantOwned
 
 
@@ -27,7 +28,7 @@ class Plan(TenantOwned, Base):
     name: Mapped[str] = mapped_column(String(500))
     amount: Mapped[int]
     currency: Mapped[str] = mapped_column(String(3))
-    interval: Mapped[str] = mapped_column(String(8))
+    interval: Mapped[Interval] = mapped_column(String(8))
     interval_count: Mapped[int] = mapped_column(SmallInteger)
     trial_days: Mapped[int] = mapped_column(SmallInteger, default=0)
     archived_at: Mapped[datetime | None]

@@ -14,7 +14,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from app.bootstrap import Container, build
 from app.log import configure_logging
-from app.services import maintenance, reconcile
+from app.services import maintenance, reconcile, renewals
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,17 @@ def reconcile_job(container: Container) -> None:
             return
 
 
+def renewal_job(container: Container) -> None:
+    """Enqueue every real-time subscription whose next event (renewal, retry, ...) is due."""
+    config = container.config
+    while True:
+        with container.uow() as uow:
+            claimed = renewals.claim_due(uow, container.enqueue, batch=config.renewal_batch_size,
+                                         lease_seconds=config.subscription_lease_seconds)
+        if claimed < config.renewal_batch_size:
+            return
+
+
 def prune_job(container: Container) -> None:
     """Drop idempotency keys older than their retention."""
     with container.uow() as uow:
@@ -44,6 +55,8 @@ def build_scheduler(container: Container) -> BlockingScheduler:
     config = container.config
     scheduler.add_job(reconcile_job, "interval", args=[container], id="reconcile",
                       seconds=config.reconcile_interval_seconds, max_instances=1, coalesce=True)
+    scheduler.add_job(renewal_job, "interval", args=[container], id="renewals",
+                      seconds=config.renewal_interval_seconds, max_instances=1, coalesce=True)
     scheduler.add_job(prune_job, "interval", args=[container], id="prune", minutes=10,
                       max_instances=1, coalesce=True)
     return scheduler

@@ -23,6 +23,7 @@ from app.models.uow import UnitOfWork, UnitOfWorkFactory
 from app.providers.base import ChargeRequest, ChargeResult
 from app.providers.errors import OutcomeUnknown, PaymentDeclined, TransientProviderError
 from app.providers.registry import ProviderRegistry
+from app.services import billing_cycle
 
 log = logging.getLogger(__name__)
 IN_FLIGHT = (AttemptStatus.PROCESSING, AttemptStatus.UNKNOWN)
@@ -45,7 +46,8 @@ def charge_payment(
     try:
         result = providers.call(claim.provider, request.tenant_id, lambda p: p.charge(request))
     except PaymentDeclined as exc:
-        _settle(uows, request, AttemptStatus.FAILED, failure=(exc.code, exc.message))
+        _settle(uows, request, AttemptStatus.FAILED, failure=(exc.code, exc.message),
+                hard=exc.hard)
     except OutcomeUnknown:
         _settle(uows, request, AttemptStatus.UNKNOWN)
     except TransientProviderError as exc:
@@ -67,6 +69,7 @@ def give_up(uows: UnitOfWorkFactory, payment_id: str) -> None:
         payment.failure_code = "provider_unavailable"
         payment.failure_message = "The payment provider could not be reached; nothing was charged."
         outbox.record_payment(uow.session, "payment.failed", payment)
+        billing_cycle.on_payment_settled(uow.session, payment)
         uow.commit()
 
 
@@ -154,6 +157,7 @@ def _settle(
     failure: tuple[str, str] | None = None,
     redirect_url: str | None = None,
     retry: bool = False,
+    hard: bool = False,
 ) -> None:
     """Record an attempt's outcome and the payment's new status and event, once."""
     with uows() as uow:
@@ -186,4 +190,5 @@ def _settle(
                 {"type": "redirect_to_url", "redirect_url": redirect_url} if redirect_url else None
             )
             outbox.record_payment(uow.session, f"payment.{status.value}", payment)
+            billing_cycle.on_payment_settled(uow.session, payment, hard=hard)
         uow.commit()

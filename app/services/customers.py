@@ -10,15 +10,25 @@ from app.models import Customer, PaymentMethod, Provider
 from app.models.uow import UnitOfWork
 from app.providers.errors import InvalidPaymentMethod, ProviderError
 from app.providers.registry import ProviderRegistry
+from app.services.clocks import get_clock
 from app.services.errors import Forbidden, Invalid
 from app.services.scope import Scope
 
 
 def create_customer(
-    uow: UnitOfWork, scope: Scope, *, email: str | None, name: str | None, metadata: dict[str, Any]
+    uow: UnitOfWork,
+    scope: Scope,
+    *,
+    email: str | None,
+    name: str | None,
+    metadata: dict[str, Any],
+    test_clock_id: str | None = None,
 ) -> Customer:
-    """Add a customer to the caller's tenant and mode."""
+    """Add a customer to the caller's tenant and mode, optionally living on a test clock."""
+    if test_clock_id is not None:
+        get_clock(uow, scope, test_clock_id)
     customer = Customer(
+        test_clock_id=test_clock_id,
         id=new_id("cus"),
         tenant_id=scope.tenant_id,
         livemode=scope.livemode,

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from app.events import outbox
 from app.ids import new_id
-from app.models import Customer, Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
+from app.models import (
+    Customer,
+    Payment,
+    PaymentMethod,
+    PaymentPurpose,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+)
 from app.models.uow import UnitOfWork
 from app.services.errors import Conflict, Invalid
 from app.services.scope import Scope
@@ -28,31 +38,56 @@ def create_payment(
     payment_method_id: str,
     description: str | None,
     metadata: dict[str, Any],
-    subscription_id: str | None = None,
 ) -> Payment:
-    """Record a pending payment and its `payment.created` event; charge it after commit."""
+    """Record a pending one-time payment and its `payment.created` event; charge after commit."""
     scope.get(uow.session, Customer, customer_id)
     method = scope.get(uow.session, PaymentMethod, payment_method_id)
     if method.customer_id != customer_id:
         raise Invalid("payment_method_id", "This payment method belongs to another customer.")
+    payment = new_payment(
+        uow.session, tenant_id=scope.tenant_id, livemode=scope.livemode,
+        customer_id=customer_id, payment_method_id=payment_method_id, amount=amount,
+        currency=currency, description=description, metadata=metadata,
+    )
+    uow.after_commit(lambda: enqueue("charge_payment", payment.id))
+    return payment
+
+
+def new_payment(
+    session: Session,
+    *,
+    tenant_id: str,
+    livemode: bool,
+    customer_id: str,
+    payment_method_id: str,
+    amount: int,
+    currency: str,
+    purpose: PaymentPurpose = PaymentPurpose.ONE_TIME,
+    subscription_id: str | None = None,
+    period_start: datetime | None = None,
+    description: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Payment:
+    """Insert a pending payment with its `payment.created` event (charging is the caller's)."""
     payment = Payment(
         id=new_id("pay"),
-        tenant_id=scope.tenant_id,
-        livemode=scope.livemode,
+        tenant_id=tenant_id,
+        livemode=livemode,
         customer_id=customer_id,
         payment_method_id=payment_method_id,
         subscription_id=subscription_id,
+        purpose=purpose,
+        period_start=period_start,
         amount=amount,
         currency=currency,
         status=PaymentStatus.PENDING,
         description=description,
-        metadata_=metadata,
+        metadata_=metadata or {},
         attempts=[],
     )
-    uow.session.add(payment)
-    uow.session.flush()
-    outbox.record_payment(uow.session, "payment.created", payment)
-    uow.after_commit(lambda: enqueue("charge_payment", payment.id))
+    session.add(payment)
+    session.flush()
+    outbox.record_payment(session, "payment.created", payment)
     return payment
 
 

@@ -1,0 +1,109 @@
+"""Subscriptions: create, read, cancel, pause, resume, change plan."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from app import render
+from app.api import context, schemas
+from app.api.responses import ViewResult, page
+from app.api.routing import Api
+from app.models import Subscription
+from app.services import subscriptions
+
+api = Api(Blueprint("subscriptions", __name__), tag="Subscriptions")
+
+
+@api.route(
+    "POST",
+    "/subscriptions",
+    summary="Subscribe a customer to a plan",
+    body=schemas.SubscriptionRequest,
+    response=schemas.Subscription,
+    status=201,
+)
+def create_subscription(body: schemas.SubscriptionRequest) -> ViewResult:
+    sub = subscriptions.create_subscription(
+        context.uow(), context.scope(), context.container().enqueue, **body.model_dump()
+    )
+    return render.subscription(sub), 201
+
+
+@api.route(
+    "GET", "/subscriptions/<sub_id>", summary="Get a subscription", response=schemas.Subscription
+)
+def get_subscription(sub_id: str) -> ViewResult:
+    return render.subscription(
+        context.scope().get(context.uow().session, Subscription, sub_id)
+    ), 200
+
+
+@api.route(
+    "GET",
+    "/subscriptions",
+    summary="List subscriptions",
+    query=schemas.SubscriptionListQuery,
+    response=schemas.Subscription,
+    list_response=True,
+)
+def list_subscriptions(query: schemas.SubscriptionListQuery) -> ViewResult:
+    filters = query.model_dump(exclude_none=True, exclude={"limit", "starting_after"})
+    rows, more = context.scope().page(
+        context.uow().session,
+        Subscription,
+        filters=filters,
+        limit=query.limit,
+        starting_after=query.starting_after,
+    )
+    return page([render.subscription(s) for s in rows], more)
+
+
+@api.route(
+    "POST",
+    "/subscriptions/<sub_id>/cancel",
+    summary="Cancel now or at period end",
+    body=schemas.CancelRequest,
+    response=schemas.Subscription,
+)
+def cancel(sub_id: str, body: schemas.CancelRequest) -> ViewResult:
+    sub = subscriptions.cancel(
+        context.uow(), context.scope(), sub_id, at_period_end=body.at_period_end
+    )
+    return render.subscription(sub), 200
+
+
+@api.route(
+    "POST", "/subscriptions/<sub_id>/pause", summary="Pause charging", response=schemas.Subscription
+)
+def pause(sub_id: str) -> ViewResult:
+    return render.subscription(subscriptions.pause(context.uow(), context.scope(), sub_id)), 200
+
+
+@api.route(
+    "POST",
+    "/subscriptions/<sub_id>/resume",
+    summary="Resume: a new period starts now and is charged at once",
+    response=schemas.Subscription,
+)
+def resume(sub_id: str) -> ViewResult:
+    sub = subscriptions.resume(context.uow(), context.scope(), context.container().enqueue, sub_id)
+    return render.subscription(sub), 200
+
+
+@api.route(
+    "POST",
+    "/subscriptions/<sub_id>/change-plan",
+    summary="Change plan at once",
+    body=schemas.ChangePlanRequest,
+    response=schemas.Subscription,
+)
+def change_plan(sub_id: str, body: schemas.ChangePlanRequest) -> ViewResult:
+    sub = subscriptions.change_plan(
+        context.uow(),
+        context.scope(),
+        context.container().enqueue,
+        sub_id,
+        plan_id=body.plan_id,
+        proration_behavior=body.proration,
+    )
+    return render.subscription(sub), 200

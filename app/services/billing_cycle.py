@@ -1,0 +1,199 @@
+"""The subscription's clockwork: what falls due when, doing it, and reacting to payments.
+
+`next_due` reads a subscription and says what happens next and when (trial notice, trial
+end, renewal, scheduled cancellation, dunning retry). `apply_due` does it at that time,
+and `on_payment_settled` moves the subscription when one of its payments succeeds or fails.
+The same code runs for real time and for test clocks; only the `until` time differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.billing import dunning, periods
+from app.billing.proration import apply_credit
+from app.billing.subscription_state import Event, Status, transition
+from app.events import outbox
+from app.models import (
+    AttemptStatus,
+    Payment,
+    PaymentAttempt,
+    PaymentPurpose,
+    PaymentStatus,
+    Plan,
+    Subscription,
+    Tenant,
+)
+from app.services.payments import new_payment
+
+DueKind = Literal["trial_will_end", "trial_end", "renew", "cancel", "retry"]
+
+
+@dataclass(frozen=True)
+class Due:
+    kind: DueKind
+    at: datetime
+
+
+def next_due(sub: Subscription) -> Due | None:
+    """The next thing that happens to `sub` by itself, or None while it waits on something."""
+    if sub.status is Status.TRIALING and sub.trial_end is not None:
+        if sub.current_period_start >= sub.trial_end:
+            return None  # the trial-end charge is in flight; its outcome moves us on
+        if not sub.trial_will_end_sent:
+            notice = max(sub.current_period_start, sub.trial_end - periods.TRIAL_WILL_END_NOTICE)
+            return Due("trial_will_end", notice)
+        return Due("cancel" if sub.cancel_at_period_end else "trial_end", sub.trial_end)
+    if sub.status is Status.ACTIVE:
+        return Due("cancel" if sub.cancel_at_period_end else "renew", sub.current_period_end)
+    if sub.status is Status.PAST_DUE and sub.retry_at is not None:
+        return Due("retry", sub.retry_at)
+    return None
+
+
+def schedule(sub: Subscription) -> None:
+    """Index the subscription for the scheduler at its next due time."""
+    due = next_due(sub)
+    sub.next_event_at = due.at if due else None
+
+
+def apply_due(session: Session, sub: Subscription, due: Due) -> Payment | None:
+    """Do what fell due at `due.at`; returns a payment to charge now, if any."""
+    payment: Payment | None = None
+    if due.kind == "trial_will_end":
+        sub.trial_will_end_sent = True
+        outbox.record_subscription(session, "subscription.trial_will_end", sub)
+    elif due.kind == "cancel":
+        cancel(session, sub, due.at, "cancellation_requested")
+    elif due.kind in ("trial_end", "renew"):
+        plan = session.get_one(Plan, sub.plan_id)
+        start = sub.current_period_end
+        sub.current_period_start = start
+        sub.current_period_end = periods.next_boundary(
+            sub.billing_anchor,
+            plan.interval,
+            plan.interval_count,
+            start,
+        )
+        payment = charge_period(session, sub, plan, start)
+        if payment is None:
+            _paid(session, sub)
+    schedule(sub)
+    if due.kind == "retry":
+        retried = session.get_one(Payment, sub.latest_payment_id, with_for_update=True)
+        if retried.status is PaymentStatus.FAILED:
+            retried.status = PaymentStatus.PENDING
+            payment = retried
+        sub.next_event_at = None  # the retry's outcome reschedules (on_payment_settled)
+    return payment
+
+
+def charge_period(
+    session: Session, sub: Subscription, plan: Plan, start: datetime
+) -> Payment | None:
+    """The payment of the period starting at `start`, less credit; None when credit covers it."""
+    amount, sub.credit_balance = apply_credit(plan.amount, sub.credit_balance)
+    if amount == 0:
+        return None
+    payment = new_payment(
+        session,
+        tenant_id=sub.tenant_id,
+        livemode=sub.livemode,
+        customer_id=sub.customer_id,
+        payment_method_id=sub.payment_method_id,
+        amount=amount,
+        currency=plan.currency,
+        purpose=PaymentPurpose.CYCLE,
+        subscription_id=sub.id,
+        period_start=start,
+    )
+    sub.latest_payment_id = payment.id
+    return payment
+
+
+def cancel(session: Session, sub: Subscription, at: datetime, reason: str) -> None:
+    """End the subscription at `at`."""
+    sub.status = transition(sub.status, Event.CANCEL)
+    sub.canceled_at = at
+    sub.cancellation_reason = reason
+    sub.retry_at = None
+    outbox.record_subscription(session, "subscription.canceled", sub)
+
+
+def on_payment_settled(session: Session, payment: Payment, *, hard: bool = False) -> None:
+    """Move the payment's subscription after the payment succeeded or failed."""
+    if payment.subscription_id is None or payment.purpose is not PaymentPurpose.CYCLE:
+        return
+    sub = session.get_one(Subscription, payment.subscription_id, with_for_update=True)
+    if sub.latest_payment_id != payment.id or sub.status in (
+        Status.CANCELED,
+        Status.PAUSED,
+        Status.INCOMPLETE_EXPIRED,
+    ):
+        return
+    if payment.status is PaymentStatus.SUCCEEDED:
+        _paid(session, sub)
+    elif payment.status is PaymentStatus.FAILED:
+        _unpaid(session, sub, payment, hard=hard)
+    schedule(sub)
+
+
+def _paid(session: Session, sub: Subscription) -> None:
+    first = sub.status in (Status.INCOMPLETE, Status.TRIALING)
+    incomplete = sub.status is Status.INCOMPLETE
+    sub.status = transition(
+        sub.status, Event.FIRST_PAYMENT_SUCCEEDED if incomplete else Event.RENEWAL_SUCCEEDED
+    )
+    sub.first_failure_at = None
+    sub.retry_at = None
+    kind = "subscription.activated" if first else "subscription.renewed"
+    outbox.record_subscription(session, kind, sub)
+
+
+def _unpaid(session: Session, sub: Subscription, payment: Payment, *, hard: bool) -> None:
+    at = sub.retry_at or payment.period_start or payment.created_at
+    if sub.status is Status.INCOMPLETE:
+        sub.status = transition(sub.status, Event.FIRST_PAYMENT_FAILED)
+        sub.canceled_at = at
+        sub.cancellation_reason = "payment_failed"
+        outbox.record_subscription(session, "subscription.canceled", sub)
+        return
+    sub.first_failure_at = sub.first_failure_at or at
+    failed = (
+        session.scalar(
+            select(func.count()).where(
+                PaymentAttempt.payment_id == payment.id,
+                PaymentAttempt.status == AttemptStatus.FAILED,
+            )
+        )
+        or 1
+    )
+    decision = dunning.after_failure(
+        hard=hard,
+        first_failure_at=sub.first_failure_at,
+        failed_attempts=failed,
+        retry_days=retry_days(session, sub.tenant_id),
+    )
+    if isinstance(decision, dunning.Retry):
+        was = sub.status
+        sub.status = transition(sub.status, Event.RENEWAL_FAILED)
+        sub.retry_at = decision.at
+        if was is not Status.PAST_DUE:
+            outbox.record_subscription(session, "subscription.past_due", sub)
+    else:
+        sub.status = transition(sub.status, Event.RETRIES_EXHAUSTED)
+        sub.canceled_at = at
+        sub.cancellation_reason = "payment_failed"
+        sub.retry_at = None
+        outbox.record_subscription(session, "subscription.canceled", sub)
+
+
+def retry_days(session: Session, tenant_id: str) -> tuple[int, ...]:
+    """The tenant's dunning schedule (days after the first failure), or the default."""
+    days = session.scalar(select(Tenant.dunning_retry_days).where(Tenant.id == tenant_id))
+    return tuple(days) if days else dunning.DEFAULT_RETRY_DAYS

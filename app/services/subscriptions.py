@@ -1,0 +1,191 @@
+"""Subscriptions: the actions a merchant takes on them through the API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy.orm import Session
+
+from app.billing import periods, proration
+from app.billing.subscription_state import Event, InvalidTransition, Status, initial_status
+from app.billing.subscription_state import transition as move
+from app.events import outbox
+from app.ids import new_id
+from app.models import Customer, PaymentMethod, PaymentPurpose, Plan, Subscription
+from app.models.uow import UnitOfWork
+from app.services import billing_cycle
+from app.services.clocks import now_for
+from app.services.errors import Conflict, Invalid
+from app.services.payments import new_payment
+from app.services.scope import Scope
+
+Enqueue = Callable[..., None]
+Proration = Literal["create_prorations", "none"]
+
+
+def create_subscription(
+    uow: UnitOfWork,
+    scope: Scope,
+    enqueue: Enqueue,
+    *,
+    customer_id: str,
+    plan_id: str,
+    payment_method_id: str,
+    trial_days: int | None,
+    metadata: dict[str, Any],
+) -> Subscription:
+    """Subscribe a customer: a trial, or the first period charged at once."""
+    session = uow.session
+    customer = scope.get(session, Customer, customer_id)
+    plan = _active_plan(session, scope, plan_id)
+    method = scope.get(session, PaymentMethod, payment_method_id)
+    if method.customer_id != customer_id:
+        raise Invalid("payment_method_id", "This payment method belongs to another customer.")
+    now = now_for(session, customer.test_clock_id)
+    days = plan.trial_days if trial_days is None else trial_days
+    trial_end = periods.trial_end(now, days)
+    anchor = trial_end or now
+    sub = Subscription(
+        id=new_id("sub"),
+        tenant_id=scope.tenant_id,
+        livemode=scope.livemode,
+        customer_id=customer_id,
+        plan_id=plan.id,
+        payment_method_id=method.id,
+        test_clock_id=customer.test_clock_id,
+        status=initial_status(days),
+        billing_anchor=anchor,
+        current_period_start=now,
+        current_period_end=trial_end or _period_end(plan, anchor),
+        trial_end=trial_end,
+        metadata_=metadata,
+        created_at=now,
+    )
+    session.add(sub)
+    session.flush()
+    outbox.record_subscription(session, "subscription.created", sub)
+    if trial_end is None:
+        _charge_now(uow, sub, plan, now, enqueue)
+    billing_cycle.schedule(sub)
+    return sub
+
+
+def cancel(uow: UnitOfWork, scope: Scope, sub_id: str, *, at_period_end: bool) -> Subscription:
+    """Cancel now, or at the end of the current period."""
+    sub = scope.get(uow.session, Subscription, sub_id, lock=True)
+    _check(sub.status, Event.CANCEL)
+    if at_period_end:
+        if sub.status not in (Status.ACTIVE, Status.TRIALING):
+            raise Conflict(
+                "Only active or trialing subscriptions can cancel at period end.",
+                code="subscription_not_active",
+            )
+        sub.cancel_at_period_end = True
+    else:
+        billing_cycle.cancel(
+            uow.session, sub, now_for(uow.session, sub.test_clock_id), "cancellation_requested"
+        )
+    billing_cycle.schedule(sub)
+    return sub
+
+
+def pause(uow: UnitOfWork, scope: Scope, sub_id: str) -> Subscription:
+    """Stop charging until resumed (pending dunning retries are dropped)."""
+    sub = scope.get(uow.session, Subscription, sub_id, lock=True)
+    sub.status = _check(sub.status, Event.PAUSE)
+    sub.paused_at = now_for(uow.session, sub.test_clock_id)
+    sub.retry_at = None
+    sub.first_failure_at = None
+    outbox.record_subscription(uow.session, "subscription.paused", sub)
+    billing_cycle.schedule(sub)
+    return sub
+
+
+def resume(uow: UnitOfWork, scope: Scope, enqueue: Enqueue, sub_id: str) -> Subscription:
+    """Resume a paused subscription: a new period starts now and is charged at once."""
+    sub = scope.get(uow.session, Subscription, sub_id, lock=True)
+    sub.status = _check(sub.status, Event.RESUME)
+    plan = uow.session.get_one(Plan, sub.plan_id)
+    now = now_for(uow.session, sub.test_clock_id)
+    sub.paused_at = None
+    sub.billing_anchor = sub.current_period_start = now
+    sub.current_period_end = _period_end(plan, now)
+    outbox.record_subscription(uow.session, "subscription.resumed", sub)
+    _charge_now(uow, sub, plan, now, enqueue)
+    billing_cycle.schedule(sub)
+    return sub
+
+
+def change_plan(
+    uow: UnitOfWork,
+    scope: Scope,
+    enqueue: Enqueue,
+    sub_id: str,
+    *,
+    plan_id: str,
+    proration_behavior: Proration,
+) -> Subscription:
+    """Switch plans at once, keeping the anchor; prorate the rest of the period if asked."""
+    session = uow.session
+    sub = scope.get(session, Subscription, sub_id, lock=True)
+    _check(sub.status, Event.CHANGE_PLAN)
+    new = _active_plan(session, scope, plan_id)
+    old = session.get_one(Plan, sub.plan_id)
+    if new.currency != old.currency:
+        raise Invalid(
+            "plan_id",
+            "The new plan must be in the subscription's currency.",
+            code="currency_mismatch",
+        )
+    sub.plan_id = new.id
+    now = now_for(session, sub.test_clock_id)
+    if proration_behavior == "create_prorations" and sub.status is not Status.TRIALING:
+        start, end = sub.current_period_start, sub.current_period_end
+        at = min(max(now, start), end)
+        change = proration.change_plan(old.amount, new.amount, start, end, at)
+        sub.credit_balance += change.credit
+        if change.charge:
+            payment = new_payment(
+                session,
+                tenant_id=sub.tenant_id,
+                livemode=sub.livemode,
+                customer_id=sub.customer_id,
+                payment_method_id=sub.payment_method_id,
+                amount=change.charge,
+                currency=new.currency,
+                purpose=PaymentPurpose.PRORATION,
+                subscription_id=sub.id,
+                description=f"Proration: {old.code} -> {new.code}",
+            )
+            uow.after_commit(lambda: enqueue("charge_payment", payment.id))
+    outbox.record_subscription(session, "subscription.plan_changed", sub)
+    billing_cycle.schedule(sub)
+    return sub
+
+
+def _charge_now(
+    uow: UnitOfWork, sub: Subscription, plan: Plan, start: datetime, enqueue: Enqueue
+) -> None:
+    payment = billing_cycle.charge_period(uow.session, sub, plan, start)
+    if payment is not None:
+        uow.after_commit(lambda: enqueue("charge_payment", payment.id))
+
+
+def _period_end(plan: Plan, anchor: datetime) -> datetime:
+    return periods.add_intervals(anchor, plan.interval, plan.interval_count, 1)
+
+
+def _active_plan(session: Session, scope: Scope, plan_id: str) -> Plan:
+    plan = scope.get(session, Plan, plan_id)
+    if plan.archived_at is not None:
+        raise Invalid("plan_id", "This plan is archived.", code="plan_archived")
+    return plan
+
+
+def _check(status: Status, event: Event) -> Status:
+    try:
+        return move(status, event)
+    except InvalidTransition as exc:
+        raise Conflict(str(exc), code=exc.code) from None
