@@ -10,7 +10,6 @@ from sqlalchemy import select
 
 from app.bootstrap import Container
 from app.models import OutboxEvent
-
 from tests.support import Api, eventually
 
 
