@@ -9,7 +9,7 @@ import redis
 from flask import Flask, Response, json
 from flask_limiter import RateLimitExceeded
 from limits.errors import StorageError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from app.services.errors import Invalid, ServiceError
@@ -105,6 +105,12 @@ def register(app: Flask) -> None:
             headers=headers,
         )
 
+    @app.errorhandler(IntegrityError)
+    def _integrity(exc: IntegrityError) -> Response:
+        log.info("integrity conflict", extra={"constraint": _constraint(exc)})
+        return problem_response(409, "conflict",
+                                "The request conflicts with the current state; nothing written.")
+
     @app.errorhandler(OperationalError)
     @app.errorhandler(redis.RedisError)
     @app.errorhandler(StorageError)
@@ -122,3 +128,8 @@ def register(app: Flask) -> None:
     def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error")
         return problem_response(500, "internal_error", "An unexpected error occurred.")
+
+
+def _constraint(exc: IntegrityError) -> str | None:
+    diag = getattr(exc.orig, "diag", None)
+    return getattr(diag, "constraint_name", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy import or_, select, update
 
@@ -56,14 +57,10 @@ def claim_stale_work(uow: UnitOfWork, enqueue: Enqueue, *, stale_seconds: int, b
         uow.session.execute(update(Refund).where(Refund.id.in_(refunds)).values(updated_at=now))
     work = [("reconcile_payment" if status is PaymentStatus.UNKNOWN else "charge_payment", pid)
             for pid, status in stuck] + [("refund_payment", rid) for rid in refunds]
-    uow.after_commit(lambda: _send(enqueue, work))
+    for actor, object_id in work:
+        uow.after_commit(partial(enqueue, actor, object_id))
     uow.commit()
     return len(stuck) + len(refunds)
-
-
-def _send(enqueue: Enqueue, work: list[tuple[str, str]]) -> None:
-    for actor, object_id in work:
-        enqueue(actor, object_id)
 
 
 def reconcile_payment(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import select, update
 
@@ -88,14 +89,10 @@ def claim_due(uow: UnitOfWork, enqueue: Enqueue, *, batch: int, lease_seconds: i
             .where(Subscription.id.in_(ids))
             .values(next_event_at=now + timedelta(seconds=lease_seconds))
         )
-    uow.after_commit(lambda: _send_each(enqueue, "process_subscription", ids))
+    for sub_id in ids:
+        uow.after_commit(partial(enqueue, "process_subscription", sub_id))
     uow.commit()
     return len(ids)
-
-
-def _send_each(enqueue: Enqueue, actor: str, ids: list[str]) -> None:
-    for object_id in ids:
-        enqueue(actor, object_id)
 
 
 def advance_clock(
