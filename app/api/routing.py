@@ -22,6 +22,9 @@ from app.api.errors import Problem
 from app.api.responses import json_response
 
 Idempotency = Literal["optional", "required"]
+NO_BODY = object()  # a request without a body, unlike one whose body is `null`
+_MAX_INT_DIGITS = 100
+_OUT_OF_RANGE: int = 10**_MAX_INT_DIGITS
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ def _handle(endpoint: Endpoint, view: Callable[..., Any], path: dict[str, Any]) 
         return json_response(view(**kwargs))
     raw = _json_body()
     model = _validate(endpoint.body, raw) if endpoint.body is not None else None
-    if endpoint.body is None and raw not in (None, {}):
+    if endpoint.body is None and raw is not NO_BODY and raw != {}:
         raise Problem(422, "validation_failed", "This endpoint takes no body.")
     if model is not None:
         kwargs["body"] = model
@@ -112,19 +115,33 @@ def _handle(endpoint: Endpoint, view: Callable[..., Any], path: dict[str, Any]) 
 
 
 def _json_body() -> Any:
+    """The parsed body, or NO_BODY; strict UTF-8 JSON (no NaN/Infinity), 400 otherwise."""
     data = request.get_data(cache=True)
     if not data:
-        return None
+        return NO_BODY
     if request.mimetype != "application/json":
         raise Problem(415, "unsupported_media_type", "Send the body as application/json.")
     try:
-        return json.loads(data)
+        return json.loads(
+            data.decode("utf-8"), parse_int=_parse_int, parse_constant=_refuse_constant
+        )
     except (ValueError, RecursionError):
         raise Problem(400, "invalid_json", "The body is not valid JSON.") from None
 
 
+def _parse_int(literal: str) -> int:
+    """An integer literal; one too long for int() is out of every field's range anyway."""
+    if len(literal) > _MAX_INT_DIGITS:
+        return -_OUT_OF_RANGE if literal.startswith("-") else _OUT_OF_RANGE
+    return int(literal)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _validate(model: type[BaseModel], data: Any) -> BaseModel:
-    if data is None:
+    if data is NO_BODY:
         data = {}
     if not isinstance(data, dict):
         raise Problem(422, "validation_failed", "The body must be a JSON object.")

@@ -33,7 +33,8 @@ class Scope:
         query = self.query(model).where(model.id == object_id)
         if lock:
             query = query.with_for_update()
-        found = session.scalar(query)
+        # PostgreSQL refuses NUL in text; no id has one, so such an id is simply missing.
+        found = None if "\x00" in object_id else session.scalar(query)
         if found is None:
             raise NotFound(f"No such {model.label}: '{object_id}'")
         return found
