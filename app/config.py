@@ -32,6 +32,7 @@ class Config:
     # Scheduler
     renewal_interval_seconds: float = 2.0
     renewal_batch_size: int = 1000
+    renewal_message_size: int = 50
     subscription_lease_seconds: int = 300
     reconcile_interval_seconds: float = 10.0
     reconcile_stale_seconds: int = 30

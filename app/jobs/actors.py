@@ -68,10 +68,10 @@ def refund_payment(refund_id: str) -> None:
 
 
 @dramatiq.actor(queue_name="default", **_RETRY)
-def process_subscription(subscription_id: str) -> None:
-    """Do whatever fell due for one subscription (renewal, retry, trial end, cancellation)."""
+def process_subscriptions(subscription_ids: list[str]) -> None:
+    """Do whatever fell due for these subscriptions (renewals, retries, trial ends, ...)."""
     c = container()
-    renewals.run_due(c.uow, c.providers, subscription_id, utcnow(),
+    renewals.run_due(c.uow, c.providers, subscription_ids, utcnow(),
                      lease_seconds=c.config.payment_lease_seconds)
 
 

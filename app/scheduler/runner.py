@@ -37,8 +37,11 @@ def renewal_job(container: Container) -> None:
     config = container.config
     while True:
         with container.uow() as uow:
-            claimed = renewals.claim_due(uow, container.enqueue, batch=config.renewal_batch_size,
-                                         lease_seconds=config.subscription_lease_seconds)
+            claimed = renewals.claim_due(
+                uow, container.enqueue, batch=config.renewal_batch_size,
+                message_size=config.renewal_message_size,
+                lease_seconds=config.subscription_lease_seconds,
+            )
         if claimed < config.renewal_batch_size:
             return
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.billing import dunning, periods
@@ -22,7 +22,6 @@ from app.events import outbox
 from app.models import (
     AttemptStatus,
     Payment,
-    PaymentAttempt,
     PaymentPurpose,
     PaymentStatus,
     Plan,
@@ -126,10 +125,13 @@ def cancel(session: Session, sub: Subscription, at: datetime, reason: str) -> No
 
 
 def on_payment_settled(session: Session, payment: Payment, *, hard: bool = False) -> None:
-    """Move the payment's subscription after the payment succeeded or failed."""
+    """Move the payment's subscription after the payment succeeded or failed.
+
+    The caller has locked the subscription row in this transaction (before the payment's).
+    """
     if payment.subscription_id is None or payment.purpose is not PaymentPurpose.CYCLE:
         return
-    sub = session.get_one(Subscription, payment.subscription_id, with_for_update=True)
+    sub = session.get_one(Subscription, payment.subscription_id)
     if sub.latest_payment_id != payment.id or sub.status in (
         Status.CANCELED,
         Status.PAUSED,
@@ -164,15 +166,7 @@ def _unpaid(session: Session, sub: Subscription, payment: Payment, *, hard: bool
         outbox.record_subscription(session, "subscription.canceled", sub)
         return
     sub.first_failure_at = sub.first_failure_at or at
-    failed = (
-        session.scalar(
-            select(func.count()).where(
-                PaymentAttempt.payment_id == payment.id,
-                PaymentAttempt.status == AttemptStatus.FAILED,
-            )
-        )
-        or 1
-    )
+    failed = sum(1 for a in payment.attempts if a.status is AttemptStatus.FAILED) or 1
     decision = dunning.after_failure(
         hard=hard,
         first_failure_at=sub.first_failure_at,

@@ -1,27 +1,42 @@
-"""Charging a payment at its provider: at most once, whatever crashes or retries happen.
+"""Charging payments at their provider: at most once, whatever crashes or retries happen.
 
-A worker first *claims* the payment (status compare-and-set plus a lease) and records the
-attempt, commits, then calls the provider with the attempt's idempotency key, then settles
-the outcome and its event in a second transaction. A worker that dies in between leaves a
-`processing` payment whose lease expires; whoever claims it next re-sends the same attempt
-with the same key, so the provider answers with the first charge instead of making another.
+A worker first *claims* payments (status compare-and-set plus a lease) and records each
+one's attempt, commits, then calls the provider with each attempt's idempotency key, then
+settles every outcome and its events in one more transaction. A worker that dies in between
+leaves `processing` payments whose lease expires; whoever claims one next re-sends the same
+attempt with the same key, so the provider answers with the first charge instead of making
+another. One payment is a batch of one: renewals charge many at once through the same path.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, selectinload
 
 from app.clock import utcnow
 from app.events import outbox
 from app.ids import new_id
-from app.models import AttemptStatus, Payment, PaymentAttempt, PaymentMethod, PaymentStatus
-from app.models.uow import UnitOfWork, UnitOfWorkFactory
+from app.models import (
+    AttemptStatus,
+    Payment,
+    PaymentAttempt,
+    PaymentMethod,
+    PaymentStatus,
+    Subscription,
+)
+from app.models.uow import UnitOfWorkFactory
 from app.providers.base import ChargeRequest, ChargeResult
-from app.providers.errors import OutcomeUnknown, PaymentDeclined, TransientProviderError
+from app.providers.errors import (
+    OutcomeUnknown,
+    PaymentDeclined,
+    ProviderError,
+    TransientProviderError,
+)
 from app.providers.registry import ProviderRegistry
 from app.services import billing_cycle
 
@@ -33,35 +48,62 @@ IN_FLIGHT = (AttemptStatus.PROCESSING, AttemptStatus.UNKNOWN)
 class Claim:
     provider: str
     request: ChargeRequest
+    subscription_id: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one attempt, ready to be recorded."""
+
+    claim: Claim
+    status: AttemptStatus
+    reference: str | None = None
+    failure: tuple[str, str] | None = None
+    redirect_url: str | None = None
+    retry: bool = False  # a transient error: the payment stays processing for the next attempt
+    hard: bool = False
 
 
 def charge_payment(
     uows: UnitOfWorkFactory, providers: ProviderRegistry, payment_id: str, *, lease_seconds: int
 ) -> None:
-    """Claim, charge and settle one payment; transient provider errors propagate for retry."""
-    claim = _claim(uows, payment_id, lease_seconds)
-    if claim is None:
-        return
-    request = claim.request
-    try:
-        result = providers.call(claim.provider, request.tenant_id, lambda p: p.charge(request))
-    except PaymentDeclined as exc:
-        _settle(uows, request, AttemptStatus.FAILED, failure=(exc.code, exc.message),
-                hard=exc.hard)
-    except OutcomeUnknown:
-        _settle(uows, request, AttemptStatus.UNKNOWN)
-    except TransientProviderError as exc:
-        _settle(uows, request, AttemptStatus.FAILED, failure=(exc.code, str(exc)), retry=True)
-        raise
-    else:
-        settle_result(uows, request, result)
+    """Claim, charge and settle one payment; a transient provider error propagates for retry."""
+    charge_payments(uows, providers, [payment_id], lease_seconds=lease_seconds)
+
+
+def charge_payments(
+    uows: UnitOfWorkFactory,
+    providers: ProviderRegistry,
+    payment_ids: Sequence[str],
+    *,
+    lease_seconds: int,
+) -> None:
+    """Claim, charge and settle payments; after settling all, re-raise a transient error."""
+    claims = _claim(uows, payment_ids, lease_seconds)
+    outcomes = [_call(providers, claim) for claim in claims]
+    if outcomes:
+        settle(uows, outcomes)
+    for outcome in outcomes:
+        if outcome.retry:
+            raise TransientProviderError(outcome.failure[1] if outcome.failure else "transient")
+
+
+def settle_result(uows: UnitOfWorkFactory, claim: Claim, result: ChargeResult) -> None:
+    """Record what the provider did with an attempt that reconciliation looked up."""
+    settle(uows, [_outcome(claim, result)])
 
 
 def give_up(uows: UnitOfWorkFactory, payment_id: str) -> None:
     """Fail a payment whose transient retries are exhausted (the provider stayed down)."""
     with uows() as uow:
-        payment = uow.session.get(Payment, payment_id, with_for_update=True)
-        if payment is None or payment.status is not PaymentStatus.PROCESSING:
+        payment = uow.session.get(Payment, payment_id)
+        if payment is None:
+            return
+        _lock_subscriptions(uow.session, [payment.subscription_id])
+        payment = uow.session.get_one(
+            Payment, payment_id, with_for_update=True, populate_existing=True
+        )
+        if payment.status is not PaymentStatus.PROCESSING:
             return
         if payment.lease_until is not None and payment.lease_until > utcnow():
             return
@@ -73,11 +115,9 @@ def give_up(uows: UnitOfWorkFactory, payment_id: str) -> None:
         uow.commit()
 
 
-def charge_request(
-    payment: Payment, method: PaymentMethod, attempt: PaymentAttempt
-) -> ChargeRequest:
+def claim_of(payment: Payment, method: PaymentMethod, attempt: PaymentAttempt) -> Claim:
     """The provider request of one attempt; the same attempt always yields the same key."""
-    return ChargeRequest(
+    request = ChargeRequest(
         tenant_id=payment.tenant_id,
         livemode=payment.livemode,
         payment_id=payment.id,
@@ -89,38 +129,61 @@ def charge_request(
         off_session=payment.subscription_id is not None,
         description=payment.description,
     )
+    return Claim(
+        provider=attempt.provider, request=request, subscription_id=payment.subscription_id
+    )
 
 
-def _claim(uows: UnitOfWorkFactory, payment_id: str, lease_seconds: int) -> Claim | None:
+def _claim(uows: UnitOfWorkFactory, payment_ids: Sequence[str], lease_seconds: int) -> list[Claim]:
     now = utcnow()
     with uows() as uow:
-        claimed = uow.session.execute(
-            update(Payment)
-            .where(
-                Payment.id == payment_id,
-                or_(
-                    Payment.status == PaymentStatus.PENDING,
-                    (Payment.status == PaymentStatus.PROCESSING)
-                    & or_(Payment.lease_until.is_(None), Payment.lease_until < now),
-                ),
+        session = uow.session
+        claimed = list(
+            session.scalars(
+                update(Payment)
+                .where(
+                    Payment.id.in_(payment_ids),
+                    or_(
+                        Payment.status == PaymentStatus.PENDING,
+                        (Payment.status == PaymentStatus.PROCESSING)
+                        & or_(Payment.lease_until.is_(None), Payment.lease_until < now),
+                    ),
+                )
+                .values(
+                    status=PaymentStatus.PROCESSING,
+                    lease_until=now + timedelta(seconds=lease_seconds),
+                    updated_at=now,
+                )
+                .returning(Payment.id)
             )
-            .values(
-                status=PaymentStatus.PROCESSING,
-                lease_until=now + timedelta(seconds=lease_seconds),
-                updated_at=now,
+        )
+        if not claimed:
+            return []
+        payments = session.scalars(
+            select(Payment)
+            .where(Payment.id.in_(claimed))
+            .order_by(Payment.id)
+            .options(selectinload(Payment.attempts))
+            .execution_options(populate_existing=True)
+        ).all()
+        methods = {
+            m.id: m
+            for m in session.scalars(
+                select(PaymentMethod).where(
+                    PaymentMethod.id.in_({p.payment_method_id for p in payments})
+                )
             )
-            .returning(Payment.id)
-        ).scalar_one_or_none()
-        if claimed is None:
-            return None
-        payment = uow.session.get_one(Payment, payment_id, populate_existing=True)
-        method = uow.session.get_one(PaymentMethod, payment.payment_method_id)
-        attempt = _current_attempt(uow, payment, method.provider.value)
+        }
+        claims = []
+        for payment in payments:
+            method = methods[payment.payment_method_id]
+            attempt = _current_attempt(session, payment, method.provider.value)
+            claims.append(claim_of(payment, method, attempt))
         uow.commit()
-        return Claim(provider=attempt.provider, request=charge_request(payment, method, attempt))
+        return claims
 
 
-def _current_attempt(uow: UnitOfWork, payment: Payment, provider: str) -> PaymentAttempt:
+def _current_attempt(session: Session, payment: Payment, provider: str) -> PaymentAttempt:
     """The attempt left in flight by a crash or lost answer, else a new one."""
     last = payment.attempts[-1] if payment.attempts else None
     if last is not None and last.status in IN_FLIGHT:
@@ -133,62 +196,97 @@ def _current_attempt(uow: UnitOfWork, payment: Payment, provider: str) -> Paymen
         status=AttemptStatus.PROCESSING,
         provider=provider,
         idempotency_key=f"{payment.id}:{number}",
+        created_at=utcnow(),
     )
-    uow.session.add(attempt)
+    session.add(attempt)
     payment.attempts.append(attempt)
-    uow.session.flush()
     return attempt
 
 
-def settle_result(uows: UnitOfWorkFactory, request: ChargeRequest, result: ChargeResult) -> None:
-    """Record what the provider did with an attempt: succeeded or waiting for the customer."""
+def _call(providers: ProviderRegistry, claim: Claim) -> Outcome:
+    request = claim.request
+    try:
+        result = providers.call(claim.provider, request.tenant_id, lambda p: p.charge(request))
+    except PaymentDeclined as exc:
+        return Outcome(claim, AttemptStatus.FAILED, failure=(exc.code, exc.message), hard=exc.hard)
+    except OutcomeUnknown:
+        return Outcome(claim, AttemptStatus.UNKNOWN)
+    except TransientProviderError as exc:
+        return Outcome(claim, AttemptStatus.FAILED, failure=(exc.code, str(exc)), retry=True)
+    except ProviderError as exc:
+        return Outcome(claim, AttemptStatus.FAILED, failure=(exc.code, str(exc)), hard=True)
+    return _outcome(claim, result)
+
+
+def _outcome(claim: Claim, result: ChargeResult) -> Outcome:
     if result.status == "succeeded":
-        _settle(uows, request, AttemptStatus.SUCCEEDED, reference=result.reference)
-    else:
-        _settle(uows, request, AttemptStatus.REQUIRES_ACTION, redirect_url=result.redirect_url)
+        return Outcome(claim, AttemptStatus.SUCCEEDED, reference=result.reference)
+    return Outcome(claim, AttemptStatus.REQUIRES_ACTION, redirect_url=result.redirect_url)
 
 
-def _settle(
-    uows: UnitOfWorkFactory,
-    request: ChargeRequest,
-    status: AttemptStatus,
-    *,
-    reference: str | None = None,
-    failure: tuple[str, str] | None = None,
-    redirect_url: str | None = None,
-    retry: bool = False,
-    hard: bool = False,
-) -> None:
-    """Record an attempt's outcome and the payment's new status and event, once."""
+def settle(uows: UnitOfWorkFactory, outcomes: Sequence[Outcome]) -> None:
+    """Record attempts' outcomes, payments' new statuses and their events, once, together.
+
+    Locks go subscriptions first, then payments, each in id order, as everywhere else.
+    """
     with uows() as uow:
-        payment = uow.session.get(
-            Payment, request.payment_id, with_for_update=True, populate_existing=True
-        )
-        assert payment is not None
-        attempt = uow.session.scalar(
-            select(PaymentAttempt).where(PaymentAttempt.idempotency_key == request.idempotency_key)
-        )
-        if (
-            attempt is None
-            or attempt.status not in IN_FLIGHT
-            or (payment.status not in (PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN))
-        ):
-            log.info("outcome already settled", extra={"payment_id": payment.id})
-            return
-        attempt.status = status
-        attempt.provider_reference = reference
-        attempt.failure_code = failure[0] if failure else None
-        payment.lease_until = None
-        if retry:
-            pass  # stays processing; the actor's retry makes the next attempt
-        elif status is AttemptStatus.UNKNOWN:
-            payment.status = PaymentStatus.UNKNOWN
-        else:
-            payment.status = PaymentStatus(status.value)
-            payment.failure_code, payment.failure_message = failure or (None, None)
-            payment.next_action = (
-                {"type": "redirect_to_url", "redirect_url": redirect_url} if redirect_url else None
+        session = uow.session
+        _lock_subscriptions(session, [o.claim.subscription_id for o in outcomes])
+        ids = [o.claim.request.payment_id for o in outcomes]
+        payments = {
+            p.id: p
+            for p in session.scalars(
+                select(Payment)
+                .where(Payment.id.in_(ids))
+                .order_by(Payment.id)
+                .with_for_update()
+                .options(selectinload(Payment.attempts))
+                .execution_options(populate_existing=True)
             )
-            outbox.record_payment(uow.session, f"payment.{status.value}", payment)
-            billing_cycle.on_payment_settled(uow.session, payment, hard=hard)
+        }
+        for outcome in outcomes:
+            _record(session, payments[outcome.claim.request.payment_id], outcome)
         uow.commit()
+
+
+def _lock_subscriptions(session: Session, ids: Sequence[str | None]) -> None:
+    wanted = sorted({i for i in ids if i is not None})
+    if wanted:
+        session.scalars(
+            select(Subscription)
+            .where(Subscription.id.in_(wanted))
+            .order_by(Subscription.id)
+            .with_for_update()
+        ).all()
+
+
+def _record(session: Session, payment: Payment, outcome: Outcome) -> None:
+    key = outcome.claim.request.idempotency_key
+    attempt = next((a for a in payment.attempts if a.idempotency_key == key), None)
+    if (
+        attempt is None
+        or attempt.status not in IN_FLIGHT
+        or (payment.status not in (PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN))
+    ):
+        log.info("outcome already settled", extra={"payment_id": payment.id})
+        return
+    status = outcome.status
+    attempt.status = status
+    attempt.provider_reference = outcome.reference
+    attempt.failure_code = outcome.failure[0] if outcome.failure else None
+    attempt.updated_at = utcnow()
+    payment.lease_until = None
+    if outcome.retry:
+        return  # stays processing; the actor's retry makes the next attempt
+    if status is AttemptStatus.UNKNOWN:
+        payment.status = PaymentStatus.UNKNOWN
+        return
+    payment.status = PaymentStatus(status.value)
+    payment.failure_code, payment.failure_message = outcome.failure or (None, None)
+    payment.next_action = (
+        {"type": "redirect_to_url", "redirect_url": outcome.redirect_url}
+        if outcome.redirect_url
+        else None
+    )
+    outbox.record_payment(session, f"payment.{status.value}", payment)
+    billing_cycle.on_payment_settled(session, payment, hard=outcome.hard)

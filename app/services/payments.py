@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.clock import utcnow
 from app.events import outbox
 from app.ids import new_id
 from app.models import (
@@ -68,7 +69,11 @@ def new_payment(
     description: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Payment:
-    """Insert a pending payment with its `payment.created` event (charging is the caller's)."""
+    """Add a pending payment with its `payment.created` event (charging is the caller's).
+
+    Every column is set here, so nothing needs a flush: many payments go in one batch.
+    """
+    now = utcnow()
     payment = Payment(
         id=new_id("pay"),
         tenant_id=tenant_id,
@@ -83,10 +88,12 @@ def new_payment(
         status=PaymentStatus.PENDING,
         description=description,
         metadata_=metadata or {},
+        amount_refunded=0,
         attempts=[],
+        created_at=now,
+        updated_at=now,
     )
     session.add(payment)
-    session.flush()
     outbox.record_payment(session, "payment.created", payment)
     return payment
 

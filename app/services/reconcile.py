@@ -14,7 +14,7 @@ from app.models import Payment, PaymentMethod, PaymentStatus, Refund, RefundStat
 from app.models.uow import UnitOfWork, UnitOfWorkFactory
 from app.providers.errors import ProviderError
 from app.providers.registry import ProviderRegistry
-from app.services.charge import charge_request, settle_result
+from app.services.charge import claim_of, settle_result
 
 log = logging.getLogger(__name__)
 Enqueue = Callable[..., None]
@@ -73,14 +73,15 @@ def reconcile_payment(
             return
         attempt = payment.attempts[-1]
         method = uow.session.get_one(PaymentMethod, payment.payment_method_id)
-        request = charge_request(payment, method, attempt)
+        claim = claim_of(payment, method, attempt)
+    request = claim.request
     try:
-        found = providers.call(attempt.provider, request.tenant_id, lambda p: p.lookup(request))
+        found = providers.call(claim.provider, request.tenant_id, lambda p: p.lookup(request))
     except ProviderError:
         log.warning("lookup failed; will try again", extra={"payment_id": payment_id})
         return
     if found is not None:
-        settle_result(uows, request, found)
+        settle_result(uows, claim, found)
         return
     # The provider never saw the attempt: send it again, with the same idempotency key.
     with uows() as uow:

@@ -1,14 +1,15 @@
 """Running what fell due: by the scheduler in real time, or by a test clock's advance.
 
-Each step locks the subscription, does one due thing at its due time and commits; a
-payment it created is charged right there (in the same worker, no extra message), and
-the payment's outcome moves the subscription (billing_cycle.on_payment_settled).
+Each round locks a batch of subscriptions, does each one's next due thing at its due time
+and commits; the payments that created are charged right there, together (in the same
+worker, no extra message), and each payment's outcome moves its subscription
+(billing_cycle.on_payment_settled).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -25,48 +26,61 @@ Enqueue = Callable[..., None]
 MAX_STEPS = 100_000  # a runaway loop is a bug; stop it loudly
 
 
-def step(
-    uows: UnitOfWorkFactory,
-    providers: ProviderRegistry,
-    sub_id: str,
-    until: datetime,
-    *,
-    lease_seconds: int,
-) -> bool:
-    """Do the subscription's next due thing if it is due by `until`; False when nothing is."""
-    with uows() as uow:
-        sub = uow.session.get(Subscription, sub_id, with_for_update=True)
-        if sub is None:
-            return False
-        due = billing_cycle.next_due(sub)
-        if due is None or due.at > until:
-            billing_cycle.schedule(sub)
-            uow.commit()
-            return False
-        payment = billing_cycle.apply_due(uow.session, sub, due)
-        payment_id = payment.id if payment else None
-        uow.commit()
-    if payment_id is not None:
-        charge.charge_payment(uows, providers, payment_id, lease_seconds=lease_seconds)
-    return True
-
-
 def run_due(
     uows: UnitOfWorkFactory,
     providers: ProviderRegistry,
-    sub_id: str,
+    sub_ids: Sequence[str],
     until: datetime,
     *,
     lease_seconds: int,
+    max_rounds: int = MAX_STEPS,
 ) -> int:
-    """Do everything due for one subscription by `until`, in time order; returns the count."""
-    for done in range(MAX_STEPS):
-        if not step(uows, providers, sub_id, until, lease_seconds=lease_seconds):
+    """Do everything due by `until` for these subscriptions, one due thing each per round.
+
+    Each round locks the subscriptions that are not locked elsewhere (SKIP LOCKED: another
+    worker already has them), does their next due thing in one transaction, then charges
+    the payments that created, together. Returns how many steps were done.
+    """
+    pending, done = list(sub_ids), 0
+    for _ in range(max_rounds):
+        if not pending:
             return done
-    raise RuntimeError(f"{sub_id}: more than {MAX_STEPS} due steps")
+        pending, payment_ids = _round(uows, pending, until)
+        if payment_ids:
+            charge.charge_payments(uows, providers, payment_ids, lease_seconds=lease_seconds)
+        done += len(pending)
+    if pending and max_rounds == MAX_STEPS:
+        raise RuntimeError(f"more than {MAX_STEPS} due steps for {pending[:5]}")
+    return done
 
 
-def claim_due(uow: UnitOfWork, enqueue: Enqueue, *, batch: int, lease_seconds: int) -> int:
+def _round(
+    uows: UnitOfWorkFactory, sub_ids: Sequence[str], until: datetime
+) -> tuple[list[str], list[str]]:
+    acted, payment_ids = [], []
+    with uows() as uow:
+        subs = uow.session.scalars(
+            select(Subscription)
+            .where(Subscription.id.in_(sub_ids))
+            .order_by(Subscription.id)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for sub in subs:
+            due = billing_cycle.next_due(sub)
+            if due is None or due.at > until:
+                billing_cycle.schedule(sub)
+                continue
+            payment = billing_cycle.apply_due(uow.session, sub, due)
+            acted.append(sub.id)
+            if payment is not None:
+                payment_ids.append(payment.id)
+        uow.commit()
+    return acted, payment_ids
+
+
+def claim_due(
+    uow: UnitOfWork, enqueue: Enqueue, *, batch: int, message_size: int, lease_seconds: int
+) -> int:
     """Claim real-time subscriptions that are due and enqueue each after commit.
 
     SKIP LOCKED splits the rows between schedulers; pushing `next_event_at` a lease ahead
@@ -89,8 +103,9 @@ def claim_due(uow: UnitOfWork, enqueue: Enqueue, *, batch: int, lease_seconds: i
             .where(Subscription.id.in_(ids))
             .values(next_event_at=now + timedelta(seconds=lease_seconds))
         )
-    for sub_id in ids:
-        uow.after_commit(partial(enqueue, "process_subscription", sub_id))
+    for start in range(0, len(ids), message_size):
+        chunk = ids[start : start + message_size]
+        uow.after_commit(partial(enqueue, "process_subscriptions", chunk))
     uow.commit()
     return len(ids)
 
@@ -113,7 +128,7 @@ def advance_clock(
             )
         if sub_id is None:
             break
-        step(uows, providers, sub_id, until, lease_seconds=lease_seconds)
+        run_due(uows, providers, [sub_id], until, lease_seconds=lease_seconds, max_rounds=1)
         steps += 1
     with uows() as uow:
         clock = uow.session.get_one(TestClock, clock_id, with_for_update=True)
