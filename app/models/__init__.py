@@ -3,6 +3,7 @@
 from app.models.base import Base
 from app.models.customer import Customer, PaymentMethod, Provider
 from app.models.idempotency import IdempotencyKey
+from app.models.mail import SentMail
 from app.models.outbox import OutboxEvent
 from app.models.payment import (
     AttemptStatus,
@@ -38,6 +39,7 @@ __all__ = [
     "RefundStatus",
     "SandboxCharge",
     "SandboxRefund",
+    "SentMail",
     "Subscription",
     "Tenant",
     "TestClock",

@@ -1,0 +1,1 @@
+"""Customer mail: templates, message building, and sending once per event."""
