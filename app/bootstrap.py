@@ -37,6 +37,7 @@ class Container:
             pool_size=self.config.db_pool_size,
             max_overflow=self.config.db_pool_size,
             pool_pre_ping=True,
+            executemany_mode="values_plus_batch",  # batched UPDATEs: one round trip per page
         )
 
     @cached_property

@@ -99,7 +99,7 @@ def give_up(uows: UnitOfWorkFactory, payment_id: str) -> None:
         payment = uow.session.get(Payment, payment_id)
         if payment is None:
             return
-        _lock_subscriptions(uow.session, [payment.subscription_id])
+        _held = _lock_subscriptions(uow.session, [payment.subscription_id])
         payment = uow.session.get_one(
             Payment, payment_id, with_for_update=True, populate_existing=True
         )
@@ -231,7 +231,7 @@ def settle(uows: UnitOfWorkFactory, outcomes: Sequence[Outcome]) -> None:
     """
     with uows() as uow:
         session = uow.session
-        _lock_subscriptions(session, [o.claim.subscription_id for o in outcomes])
+        _held = _lock_subscriptions(session, [o.claim.subscription_id for o in outcomes])
         ids = [o.claim.request.payment_id for o in outcomes]
         payments = {
             p.id: p
@@ -249,15 +249,19 @@ def settle(uows: UnitOfWorkFactory, outcomes: Sequence[Outcome]) -> None:
         uow.commit()
 
 
-def _lock_subscriptions(session: Session, ids: Sequence[str | None]) -> None:
+def _lock_subscriptions(session: Session, ids: Sequence[str | None]) -> list[Subscription]:
+    """Lock these subscriptions; hold the returned list so they stay in the identity map."""
     wanted = sorted({i for i in ids if i is not None})
-    if wanted:
+    if not wanted:
+        return []
+    return list(
         session.scalars(
             select(Subscription)
             .where(Subscription.id.in_(wanted))
             .order_by(Subscription.id)
             .with_for_update()
-        ).all()
+        )
+    )
 
 
 def _record(session: Session, payment: Payment, outcome: Outcome) -> None:
