@@ -9,7 +9,16 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-ROOT = Path(__file__).resolve().parents[2]
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def project_root() -> Path:
+    """Where alembic.ini and migrations/ are: the source checkout, else the working directory.
+
+    An installed package (the Docker image) has neither beside it; the image keeps them in
+    its working directory, next to wsgi.py, where every process's command runs.
+    """
+    return SOURCE_ROOT if (SOURCE_ROOT / "alembic.ini").is_file() else Path.cwd()
 
 
 def ensure_database(url: str) -> bool:
@@ -31,7 +40,8 @@ def ensure_database(url: str) -> bool:
 
 def migrate(url: str, revision: str = "head") -> None:
     """Run Alembic's upgrade to `revision` on the database at `url`."""
-    config = AlembicConfig(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    root = project_root()
+    config = AlembicConfig(str(root / "alembic.ini"))
+    config.set_main_option("script_location", str(root / "migrations"))
     config.attributes["database_url"] = url
     command.upgrade(config, revision)
