@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import inspect
 from sqlalchemy.orm import Session
 
 from app import render
@@ -39,7 +40,10 @@ def record(
 
 
 def record_payment(session: Session, event_type: str, payment: Payment) -> OutboxEvent:
-    """Add a `payment.*` event carrying the payment as the API shows it now."""
+    """Add a `payment.*` event carrying the payment as the API shows it once this commits."""
+    if inspect(payment).persistent:
+        # Set now what the flush's onupdate would set later, so the event shows it too.
+        payment.updated_at = utcnow()
     return record(
         session,
         event_type,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import func, select, text
 from werkzeug.test import TestResponse
 
@@ -85,3 +86,16 @@ def stored_text(container: Container) -> str:
             for name in names
         ]
     return "\n".join(parts)
+
+
+def assert_shape(obj: dict[str, Any], model: type[BaseModel]) -> None:
+    """`obj` has exactly the documented fields of `model`, each of the documented type."""
+    assert set(obj) == set(model.model_fields), set(obj) ^ set(model.model_fields)
+    model.model_validate(obj)
+
+
+def outbox_events(container: Container, object_id: str) -> list[OutboxEvent]:
+    """The outbox rows about one object, in the order they were written."""
+    with container.session_factory() as session:
+        query = select(OutboxEvent).where(OutboxEvent.key == object_id).order_by(OutboxEvent.id)
+        return list(session.scalars(query))
