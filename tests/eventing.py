@@ -34,7 +34,7 @@ from app.config import Config
 from app.events import outbox
 from app.events.embedded_broker import EmbeddedBroker
 from app.events.outbox import TOPICS
-from app.events.relay import Relay
+from app.events.relay import Relay, ensure_topics
 from app.ids import new_id
 from app.models import OutboxEvent
 from app.render import timestamp
@@ -113,9 +113,11 @@ class Collector:
     """A consumer-group member reading both topics in a thread, keeping every message."""
 
     def __init__(self, bootstrap: str, group: str | None = None) -> None:
+        ensure_topics(Config(kafka_bootstrap_servers=bootstrap))
         self.consumer = KafkaConsumer(
             *TOPICS.values(), bootstrap_servers=bootstrap,
             group_id=group or f"test-{uuid.uuid4().hex[:8]}", auto_offset_reset="earliest",
+            allow_auto_create_topics=False,
             enable_auto_commit=True, auto_commit_interval_ms=200,
         )
         self.messages: list[Received] = []

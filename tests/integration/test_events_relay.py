@@ -45,7 +45,7 @@ def relay(relay_config: Config) -> Iterator[RelayThread]:
     running.stop()
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def collector(broker: EmbeddedBroker) -> Iterator[Collector]:  # noqa: F811
     consuming = Collector(broker.bootstrap)
     yield consuming
