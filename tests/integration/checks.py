@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,7 +92,7 @@ def stored_text(container: Container) -> str:
 def assert_shape(obj: dict[str, Any], model: type[BaseModel]) -> None:
     """`obj` has exactly the documented fields of `model`, each of the documented type."""
     assert set(obj) == set(model.model_fields), set(obj) ^ set(model.model_fields)
-    model.model_validate(obj)
+    model.model_validate_json(json.dumps(obj), strict=True)
 
 
 def outbox_events(container: Container, object_id: str) -> list[OutboxEvent]:

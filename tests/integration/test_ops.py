@@ -1,0 +1,142 @@
+"""Operations endpoints: health, readiness with a dependency down, metrics, OpenAPI, docs."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+from flask import Flask
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.api import create_app, schemas
+from app.bootstrap import Container
+from app.config import Config
+from tests.integration.checks import assert_problem, rows
+from tests.support import Api
+
+CLOSED_DB = "postgresql+psycopg2://postgres@127.0.0.1:1/nothing"
+CLOSED_REDIS = "redis://127.0.0.1:1/0"
+
+
+@pytest.fixture(scope="module")
+def no_database(config: Config) -> Flask:
+    return create_app(dataclasses.replace(config, database_url=CLOSED_DB))
+
+
+@pytest.fixture(scope="module")
+def no_redis(config: Config) -> Flask:
+    return create_app(dataclasses.replace(config, redis_url=CLOSED_REDIS))
+
+
+def test_healthz(app: Flask) -> None:
+    response = app.test_client().get("/healthz")
+    assert (response.status_code, response.get_json()) == (200, {"status": "ok"})
+
+
+def test_readyz_when_everything_answers(app: Flask) -> None:
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json()["checks"] == {"postgresql": "ok", "redis": "ok"}
+
+
+@pytest.mark.parametrize(("broken", "part", "fine"), [
+    ("no_database", "postgresql", "redis"), ("no_redis", "redis", "postgresql"),
+])
+def test_readyz_names_the_part_that_is_down(
+    request: pytest.FixtureRequest, broken: str, part: str, fine: str
+) -> None:
+    app: Flask = request.getfixturevalue(broken)
+    problem = assert_problem(app.test_client().get("/readyz"), 503)
+    assert part in problem["detail"] and fine not in problem["detail"]
+    assert [e["field"] for e in problem["errors"]] == [part]
+    assert app.test_client().get("/healthz").status_code == 200
+
+
+def test_a_request_needing_the_database_gets_503(no_database: Flask) -> None:
+    client = no_database.test_client()
+    headers = {"Authorization": "Bearer sk_test_whatever"}
+    problem = assert_problem(client.get("/customers", headers=headers), 503,
+                             "dependency_unavailable")
+    assert "postgresql" in problem["detail"]
+    response = client.post("/customers", json={"name": "A"}, headers=headers)
+    assert_problem(response, 503, "dependency_unavailable")
+
+
+def test_a_request_needing_redis_gets_503_and_writes_nothing(
+    no_redis: Flask, app: Flask, container: Container
+) -> None:
+    api = Api.for_new_tenant(app)
+    broken = Api(no_redis.test_client(), api.tenant_id, api.test_key, api.live_key)
+    before = rows(container, api.tenant_id)
+    problem = assert_problem(broken.post("/customers", {"name": "A"}), 503,
+                             "dependency_unavailable")
+    assert "redis" in problem["detail"]
+    assert_problem(broken.get("/customers"), 503, "dependency_unavailable")
+    assert rows(container, api.tenant_id) == before
+
+
+def _requests_total(app: Flask, endpoint: str) -> float:
+    response = app.test_client().get("/metrics")
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    total = 0.0
+    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+        for sample in family.samples:
+            if (sample.name == "http_requests_total" and sample.labels["endpoint"] == endpoint
+                    and sample.labels["status"] == "200"):
+                total += sample.value
+    return total
+
+
+def test_metrics_are_prometheus_text_and_count_requests(app: Flask) -> None:
+    before = _requests_total(app, "ops.healthz")
+    for _ in range(3):
+        app.test_client().get("/healthz")
+    assert _requests_total(app, "ops.healthz") == before + 3
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    assert "# TYPE http_request_duration_seconds histogram" in text
+
+
+def _documented_operations(app: Flask) -> set[tuple[str, str]]:
+    """(method, OpenAPI path) of every API route; ops and static files are not API."""
+    found = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static" or rule.endpoint.startswith("ops."):
+            continue
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        found |= {(m.lower(), path) for m in rule.methods or () if m not in ("HEAD", "OPTIONS")}
+    return found
+
+
+def test_openapi_documents_every_endpoint(app: Flask) -> None:
+    response = app.test_client().get("/openapi.json")
+    assert response.status_code == 200
+    document = response.get_json()
+    assert document["openapi"].startswith("3.1")
+    operations = {(m, p) for p, item in document["paths"].items() for m in item}
+    assert operations == _documented_operations(app)
+    assert ("post", "/pay") in operations
+    pay = document["paths"]["/pay"]["post"]
+    key = next(p for p in pay["parameters"] if p["name"] == "Idempotency-Key")
+    assert key["in"] == "header" and key["required"] is True
+    components = document["components"]["schemas"]
+    assert set(components["Payment"]["properties"]) == set(schemas.Payment.model_fields)
+    assert set(components["PayRequest"]["properties"]) == set(schemas.PayRequest.model_fields)
+    refs = set(re.findall(r'"#/components/schemas/(\w+)"', response.get_data(as_text=True)))
+    assert refs <= set(components)
+
+
+def test_openapi_is_a_valid_3_1_document(app: Flask) -> None:
+    validator = pytest.importorskip("openapi_spec_validator")
+    validator.validate(app.test_client().get("/openapi.json").get_json())
+
+
+def test_docs_render_the_document(app: Flask) -> None:
+    client = app.test_client()
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert "/openapi.json" in html and "swagger-ui" in html.lower()
+    for asset in re.findall(r'(?:src|href)="(/docs/static/[^"]+)"', html):
+        assert client.get(asset).status_code == 200, asset
