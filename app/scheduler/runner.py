@@ -8,42 +8,43 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
+from functools import partial
 from types import FrameType
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from app.bootstrap import Container, build
 from app.log import configure_logging
+from app.models.uow import UnitOfWork
 from app.services import maintenance, reconcile, renewals
 
 log = logging.getLogger(__name__)
 
 
+def drain(claim: Callable[[UnitOfWork], int], container: Container, batch: int) -> None:
+    """Claim batches in their own units of work until a batch comes back short."""
+    while True:
+        with container.uow() as uow:
+            if claim(uow) < batch:
+                return
+
+
 def reconcile_job(container: Container) -> None:
     """Re-drive payments and refunds that a crash, lost message or lost answer left behind."""
     config = container.config
-    while True:
-        with container.uow() as uow:
-            claimed = reconcile.claim_stale_work(
-                uow, container.enqueue, stale_seconds=config.reconcile_stale_seconds,
-                batch=config.reconcile_batch_size,
-            )
-        if claimed < config.reconcile_batch_size:
-            return
+    drain(partial(reconcile.claim_stale_work, enqueue=container.enqueue,
+                  stale_seconds=config.reconcile_stale_seconds, batch=config.reconcile_batch_size),
+          container, config.reconcile_batch_size)
 
 
 def renewal_job(container: Container) -> None:
     """Enqueue every real-time subscription whose next event (renewal, retry, ...) is due."""
     config = container.config
-    while True:
-        with container.uow() as uow:
-            claimed = renewals.claim_due(
-                uow, container.enqueue, batch=config.renewal_batch_size,
-                message_size=config.renewal_message_size,
-                lease_seconds=config.subscription_lease_seconds,
-            )
-        if claimed < config.renewal_batch_size:
-            return
+    drain(partial(renewals.claim_due, enqueue=container.enqueue, batch=config.renewal_batch_size,
+                  message_size=config.renewal_message_size,
+                  lease_seconds=config.subscription_lease_seconds),
+          container, config.renewal_batch_size)
 
 
 def prune_job(container: Container) -> None:
