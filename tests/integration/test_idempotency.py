@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import threading
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import update
 from werkzeug.test import TestResponse
 
 from app.bootstrap import Container
+from app.clock import utcnow
+from app.models import IdempotencyKey
+from app.scheduler.runner import prune_job
 from tests.integration.checks import assert_problem, rows
 from tests.support import Api, eventually
 
@@ -169,3 +174,30 @@ def test_sixteen_simultaneous_duplicates_make_one_payment_and_one_charge(
     assert len(charges) == 1
     assert charges[0]["amount"] == 4242
     assert len(api.ok(api.get("/sandbox/charges"), 200)["data"]) == 1
+
+
+def _age_key(container: Container, tenant_id: str, key: str, hours: float) -> None:
+    with container.uow() as uow:
+        uow.session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.key == key)
+            .values(created_at=utcnow() - timedelta(hours=hours))
+        )
+        uow.commit()
+
+
+def test_keys_are_kept_at_least_24_hours(api: Api, container: Container) -> None:
+    """The scheduler's prune job keeps a key 23 hours old and drops one 25 hours old."""
+    assert container.config.idempotency_ttl_hours >= 24
+    body = pay_body(api)
+    key = uuid.uuid4().hex
+    created = api.ok(pay(api, body, key), 202)
+    _age_key(container, api.tenant_id, key, hours=23)
+    prune_job(container)
+    assert pay(api, body, key).get_json() == created
+    assert_problem(pay(api, {**body, "amount": 1}, key), 422, "idempotency_key_reuse")
+
+    _age_key(container, api.tenant_id, key, hours=25)
+    prune_job(container)
+    fresh = api.ok(pay(api, {**body, "amount": 1}, key), 202)
+    assert fresh["id"] != created["id"]

@@ -51,8 +51,38 @@ def test_tok_ok_succeeds_with_one_charge(api: Api) -> None:
     assert attempt["provider"] == "sandbox"
     assert RFC3339.fullmatch(attempt["created_at"])
     [charge] = charges(api, payment["id"])
+    assert_shape(charge, schemas.SandboxCharge)
     assert (charge["amount"], charge["currency"], charge["idempotency_key"]) == (
         1234, "usd", f"{payment['id']}:1")
+
+
+def test_creations_answer_with_the_object_as_get_shows_it(api: Api) -> None:
+    customer = api.customer(metadata={"k": "v"})
+    assert_shape(customer, schemas.Customer)
+    assert customer["id"].startswith("cus_") and RFC3339.fullmatch(customer["created_at"])
+    assert api.ok(api.get(f"/customers/{customer['id']}"), 200) == customer
+    method = api.payment_method(customer["id"], "tok_ok")
+    assert_shape(method, schemas.PaymentMethod)
+    assert method["id"].startswith("pm_")
+    assert (method["customer_id"], method["provider"]) == (customer["id"], "sandbox")
+    body = {"amount": 700, "currency": "eur", "customer_id": customer["id"],
+            "payment_method_id": method["id"], "description": "Order 7"}
+    response = api.post("/pay", body, headers={"Idempotency-Key": uuid.uuid4().hex})
+    created = api.ok(response, 202)
+    assert created["id"].startswith("pay_")
+    assert response.headers["Location"] == f"/payments/{created['id']}"
+    shown = api.ok(api.get(response.headers["Location"]), 200)
+    assert {k: shown[k] for k in body} == body
+    assert shown["created_at"] == created["created_at"]
+
+
+def test_customers_are_listed_newest_first_in_pages(api: Api) -> None:
+    made = [api.customer(name=f"c{i}")["id"] for i in range(3)]
+    first = api.ok(api.get("/customers?limit=2"), 200)
+    assert (first["object"], [c["id"] for c in first["data"]], first["has_more"]) == (
+        "list", made[:0:-1], True)
+    rest = api.ok(api.get(f"/customers?limit=2&starting_after={made[1]}"), 200)
+    assert ([c["id"] for c in rest["data"]], rest["has_more"]) == ([made[0]], False)
 
 
 DECLINES = {

@@ -401,3 +401,11 @@ def test_odd_ids_in_paths_are_404(payer: Payer) -> None:
     for odd in ["pay_é", "pay_%00", "%F0%9F%8E%89", "x" * 300, "pay_%ED%A0%80", "..%2F"]:
         assert_problem(payer.api.get(f"/payments/{odd}"), 404)
         assert_problem(payer.api.get(f"/customers/{odd}"), 404)
+
+
+def test_unknown_routes_and_methods_are_problems(payer: Payer) -> None:
+    assert_problem(payer.api.get("/nothing-here"), 404)
+    response = payer.api.request("DELETE", "/customers")
+    assert_problem(response, 405, "method_not_allowed")
+    assert "POST" in response.headers["Allow"]
+    assert_problem(payer.api.request("PUT", "/pay", payer.body()), 405)

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
@@ -32,12 +32,16 @@ maybe_text = st.none() | texts
 metadata = st.dictionaries(st.text(min_size=1, max_size=40), texts, max_size=3)
 
 
+FEW = settings(max_examples=30, deadline=None)
+
+
 def documented(output: dict[str, Any], model: type[BaseModel]) -> None:
     """Every rendered field is documented, every documented field rendered, types agree."""
     assert set(output) == set(model.model_fields), set(output) ^ set(model.model_fields)
     model.model_validate_json(json.dumps(output), strict=True)
 
 
+@FEW
 @given(texts, maybe_text, maybe_text, metadata, st.none() | st.just("clock_1"), st.booleans(),
        times)
 def test_customer(
@@ -49,6 +53,7 @@ def test_customer(
     documented(render.customer(customer), schemas.Customer)
 
 
+@FEW
 @given(st.sampled_from(Provider), maybe_text, st.none() | st.just("4242"), times)
 def test_payment_method(provider: Provider, brand: str | None, last4: str | None,
                         created: datetime) -> None:
@@ -71,6 +76,7 @@ attempts = st.lists(
 )
 
 
+@FEW
 @given(
     st.sampled_from(PaymentStatus), attempts, maybe_text, maybe_text, st.none() | st.just("sub_1"),
     st.none() | st.just({"type": "redirect_to_url", "redirect_url": "https://x.test/a"}),
@@ -91,6 +97,7 @@ def test_payment(
     documented(render.payment(payment), schemas.Payment)
 
 
+@FEW
 @given(st.sampled_from(RefundStatus), st.integers(1, 99_999_999))
 def test_refund(status: RefundStatus, amount: int) -> None:
     refund = Refund(id="re_1", tenant_id="ten_1", livemode=False, payment_id="pay_1",
