@@ -101,7 +101,6 @@ def new_producer(config: Config) -> KafkaProducer:
         allow_auto_create_topics=False,
         linger_ms=5,
         batch_size=256 * 1024,
-        compression_type="gzip",
         key_serializer=str.encode,
         value_serializer=str.encode,
     )
