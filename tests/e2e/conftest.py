@@ -1,0 +1,84 @@
+"""End-to-end fixtures: the engine's real processes, talked to over HTTP only.
+
+`stack` is this session's API + worker fleet + scheduler on the session's database and Redis
+namespace. `own_stack` runs on a database and namespace of its own (one per module), for
+tests that kill processes and must share no queue or reconciliation with anybody else.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+import redis
+
+from app.config import Config
+from app.models.database import ensure_database, migrate
+from tests.conftest import _drop_database
+from tests.e2e.stack import Client, Stack
+from tests.support import eventually
+
+
+@pytest.fixture(scope="session")
+def stack(config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """gunicorn (2 workers), `dramatiq app.jobs` and the scheduler, ready and warmed up."""
+    running = Stack(config, tmp_path_factory.mktemp("e2e-logs"))
+    try:
+        running.start("api", "worker", "scheduler")
+        running.wait_ready()
+        _warm_up(running.tenant("warm-up"))
+        yield running
+    finally:
+        running.stop()
+
+
+def _warm_up(client: Client) -> None:
+    """One payment through every process, so tests start with a fleet known to work."""
+    started = time.monotonic()
+    customer_id, method_id = client.customer_with_method()
+    location = client.pay(customer_id, method_id).headers["Location"]
+    eventually(lambda: client.ok(client.get(location), 200)["status"] == "succeeded",
+               60, what="the warm-up payment to succeed")
+    print(f"\ne2e stack up; first (cold) payment settled in {time.monotonic() - started:.2f}s")
+
+
+@pytest.fixture()
+def client(stack: Stack) -> Client:
+    """A brand-new tenant of the session stack, made with the operator CLI."""
+    return stack.tenant(f"e2e-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="module")
+def _own_stack(config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    suffix = uuid.uuid4().hex[:8]
+    own = replace(
+        config,
+        database_url=f"{config.database_url}_{suffix}",
+        redis_namespace=f"{config.redis_namespace}-{suffix}",
+    )
+    ensure_database(own.database_url)
+    migrate(own.database_url)
+    running = Stack(own, tmp_path_factory.mktemp("own-stack-logs"), web_workers=1)
+    try:
+        yield running
+    finally:
+        running.stop()
+        client = redis.Redis.from_url(own.redis_url)
+        for key in client.scan_iter(f"{own.redis_namespace}*"):
+            client.delete(key)
+        client.close()
+        _drop_database(own.database_url)
+
+
+@pytest.fixture()
+def own_stack(_own_stack: Stack) -> Stack:
+    """A stack on a database and Redis namespace of this module's own: API and scheduler
+    running, no worker fleet (the test starts and kills fleets itself)."""
+    if "worker" in _own_stack.running():
+        _own_stack.processes["worker"].stop()
+    _own_stack.start(*({"api", "scheduler"} - _own_stack.running()))
+    _own_stack.wait_ready()
+    return _own_stack
