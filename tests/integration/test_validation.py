@@ -297,7 +297,8 @@ def test_each_bad_customer_field_is_named(
 
 
 BAD_METHOD_FIELDS: list[tuple[str, Any]] = [
-    *[("provider", v) for v in ["Sandbox", "visa", "", None, 1, ["sandbox"]]],
+    *[("provider", v) for v in ["Sandbox", "visa", "", None, 1, ["sandbox"], SURROGATE,
+                                "sandbox" + NUL]],
     *[("token", v) for v in ["", None, 1, "x" * 256, SURROGATE, "tok_ok" + NUL, ["tok_ok"]]],
     ("brand", "visa"),
 ]
