@@ -9,6 +9,7 @@ worker, no extra message), and each payment's outcome moves its subscription
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
@@ -16,7 +17,7 @@ from functools import partial
 from sqlalchemy import select, update
 
 from app.clock import utcnow
-from app.models import ClockStatus, Subscription, TestClock
+from app.models import ClockStatus, Payment, PaymentStatus, Subscription, TestClock
 from app.models.uow import UnitOfWork, UnitOfWorkFactory
 from app.providers.registry import ProviderRegistry
 from app.services import billing_cycle, charge
@@ -24,6 +25,7 @@ from app.services import billing_cycle, charge
 log = logging.getLogger(__name__)
 Enqueue = Callable[..., None]
 MAX_STEPS = 100_000  # a runaway loop is a bug; stop it loudly
+UNSETTLED_POLL_SECONDS = 0.05
 
 
 def run_due(
@@ -118,6 +120,7 @@ def advance_clock(
         clock = uow.session.get_one(TestClock, clock_id)
         until = clock.frozen_time
     steps = 0
+    _charge_unsettled(uows, providers, clock_id, lease_seconds=lease_seconds)
     while steps < MAX_STEPS:
         with uows() as uow:
             sub_id = uow.session.scalar(
@@ -127,6 +130,8 @@ def advance_clock(
                 .limit(1)
             )
         if sub_id is None:
+            if _charge_unsettled(uows, providers, clock_id, lease_seconds=lease_seconds):
+                continue
             break
         run_due(uows, providers, [sub_id], until, lease_seconds=lease_seconds, max_rounds=1)
         steps += 1
@@ -137,3 +142,36 @@ def advance_clock(
         uow.commit()
     log.info("test clock advanced", extra={"clock_id": clock_id, "steps": steps})
     return steps
+
+
+def _charge_unsettled(
+    uows: UnitOfWorkFactory, providers: ProviderRegistry, clock_id: str, *, lease_seconds: int
+) -> bool:
+    """Charge the clock's subscription payments that are still unsettled; False if none were.
+
+    A first, resume or proration payment is charged by its own message, which may not have
+    run yet when the clock advances; its outcome moves the subscription, so the clock waits
+    for it. One that another worker is charging right now is waited for (its lease bounds it).
+    """
+    found = False
+    while ids := _unsettled(uows, clock_id):
+        found = True
+        charge.charge_payments(uows, providers, ids, lease_seconds=lease_seconds)
+        if _unsettled(uows, clock_id) == ids:
+            time.sleep(UNSETTLED_POLL_SECONDS)
+    return found
+
+
+def _unsettled(uows: UnitOfWorkFactory, clock_id: str) -> list[str]:
+    with uows() as uow:
+        return list(
+            uow.session.scalars(
+                select(Payment.id)
+                .join(Subscription, Payment.subscription_id == Subscription.id)
+                .where(
+                    Subscription.test_clock_id == clock_id,
+                    Payment.status.in_((PaymentStatus.PENDING, PaymentStatus.PROCESSING)),
+                )
+                .order_by(Payment.id)
+            )
+        )

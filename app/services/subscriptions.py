@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.billing import periods, proration
@@ -13,7 +14,15 @@ from app.billing.subscription_state import Event, InvalidTransition, Status, ini
 from app.billing.subscription_state import transition as move
 from app.events import outbox
 from app.ids import new_id
-from app.models import Customer, PaymentMethod, PaymentPurpose, Plan, Subscription
+from app.models import (
+    Customer,
+    Payment,
+    PaymentMethod,
+    PaymentPurpose,
+    PaymentStatus,
+    Plan,
+    Subscription,
+)
 from app.models.uow import UnitOfWork
 from app.services import billing_cycle
 from app.services.clocks import now_for
@@ -113,7 +122,11 @@ def resume(uow: UnitOfWork, scope: Scope, enqueue: Enqueue, sub_id: str) -> Subs
     sub.billing_anchor = sub.current_period_start = now
     sub.current_period_end = _period_end(plan, now)
     outbox.record_subscription(uow.session, "subscription.resumed", sub)
-    _charge_now(uow, sub, plan, now, enqueue)
+    billed = _cycle_payment(uow.session, sub.id, now)
+    if billed is None:
+        _charge_now(uow, sub, plan, now, enqueue)
+    else:  # resumed at the very instant a billed period began (a test clock): bill it once
+        _recharge(uow, sub, billed, enqueue)
     billing_cycle.schedule(sub)
     return sub
 
@@ -170,6 +183,24 @@ def _charge_now(
 ) -> None:
     payment = billing_cycle.charge_period(uow.session, sub, plan, start)
     if payment is not None:
+        uow.after_commit(lambda: enqueue("charge_payment", payment.id))
+
+
+def _cycle_payment(session: Session, sub_id: str, start: datetime) -> Payment | None:
+    return session.scalar(
+        select(Payment).where(
+            Payment.subscription_id == sub_id,
+            Payment.purpose == PaymentPurpose.CYCLE,
+            Payment.period_start == start,
+        ).with_for_update()
+    )
+
+
+def _recharge(uow: UnitOfWork, sub: Subscription, payment: Payment, enqueue: Enqueue) -> None:
+    """Make `payment` the subscription's current one; charge it again if it had failed."""
+    sub.latest_payment_id = payment.id
+    if payment.status is PaymentStatus.FAILED:
+        payment.status = PaymentStatus.PENDING
         uow.after_commit(lambda: enqueue("charge_payment", payment.id))
 
 
