@@ -41,6 +41,7 @@ class Config:
     kafka_topic_partitions: int = 3
     kafka_replication_factor: int = 1
     relay_batch_size: int = 1000
+    relay_shards: int = 1
     relay_poll_interval_ms: int = 50
     relay_flush_timeout_seconds: float = 5.0
     outbox_retention_hours: float = 24.0

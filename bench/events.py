@@ -186,9 +186,16 @@ def start_relay(config: Config, log: Path) -> subprocess.Popen[bytes]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time a process and its children (shards) have used so far."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -200,6 +207,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--backlog", type=int, default=50_000)
+    parser.add_argument("--shards", type=int, default=1, help="RELAY_SHARDS of the relay")
     args = parser.parse_args()
 
     ensure_database(DATABASE)
@@ -252,6 +260,7 @@ def main() -> None:
     result = {
         "benchmark": "commit-to-Kafka latency and relay throughput",
         "rate_events_per_s": args.rate,
+        "relay_shards": args.shards,
         "seconds": args.seconds,
         "events": len(committed),
         "not_arrived": lost,

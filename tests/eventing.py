@@ -73,11 +73,12 @@ class RelayThread:
     """A Relay of `config` running in a thread of the test process until stopped."""
 
     config: Config
+    shard: int = 0
     stop_event: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
     def start(self) -> RelayThread:
-        relay = Relay(self.config, build(self.config).engine, self.stop_event)
+        relay = Relay(self.config, build(self.config).engine, self.stop_event, self.shard)
         self.thread = threading.Thread(target=relay.run, name="relay", daemon=True)
         self.thread.start()
         return self

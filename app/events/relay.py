@@ -14,7 +14,10 @@ consumer can see an event twice (it dedupes on `id`) but never misses one.
 
 Why several relays are safe: the active relay holds a PostgreSQL advisory lock on the
 connection it reads and marks with; the others wait for it. If it dies, its connection
-closes, the lock is released and a standby takes over from the unsent rows.
+closes, the lock is released and a standby takes over from the unsent rows. With
+RELAY_SHARDS=N the keys are split by hash into N shards, each with its own lock and its own
+child process (a relay is CPU-bound in the Kafka client): all events of a key are in one
+shard, so their order holds, and N cores share the load.
 
 Kafka down: the producer keeps every record of the batch and retries in order (one request in
 flight, no delivery timeout), the relay waits and re-creates the topics (a restarted embedded
@@ -24,6 +27,7 @@ broker has none); the outbox grows meanwhile and drains in order once Kafka answ
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import signal
 import threading
 import time
@@ -53,7 +57,8 @@ PRUNE_CHUNK = 10_000
 
 FETCH = text(
     "SELECT id, topic, key, payload::text AS value FROM outbox_events"
-    " WHERE sent_at IS NULL ORDER BY id LIMIT :limit"
+    " WHERE sent_at IS NULL AND (hashtext(key) & 2147483647) % :shards = :shard"
+    " ORDER BY id LIMIT :limit"
 )
 MARK = text("UPDATE outbox_events SET sent_at = now() WHERE id = ANY(:ids)")
 PRUNE = text(
@@ -136,10 +141,14 @@ def acknowledged(rows: Sequence[Row], futures: Sequence[FutureRecordMetadata | N
 class Relay:
     """Moves outbox rows to Kafka while it holds the relay lock; see the module docstring."""
 
-    def __init__(self, config: Config, engine: Engine, stop: threading.Event | None = None):
+    def __init__(
+        self, config: Config, engine: Engine, stop: threading.Event | None = None, shard: int = 0
+    ) -> None:
+        assert 0 <= shard < config.relay_shards, "shard out of range"
         self.config = config
         self.engine = engine
         self.stop = stop or threading.Event()
+        self.shard = shard
         self.producer: KafkaProducer | None = None
         self.next_prune = 0.0
 
@@ -168,7 +177,7 @@ class Relay:
         while not self._try_lock(conn):
             if self.stop.wait(max(0.5, self.config.relay_poll_interval_ms / 100)):
                 return
-        log.info("relay is active")
+        log.info("relay is active", extra={"shard": self.shard})
         try:
             while not self.stop.is_set():
                 relayed = self.relay_batch(conn)
@@ -178,25 +187,28 @@ class Relay:
         finally:
             self._unlock(conn)
 
-    @staticmethod
-    def _unlock(conn: Connection) -> None:
+    def _unlock(self, conn: Connection) -> None:
         """Release the lock at once for a standby (closing the connection would too)."""
         try:
             conn.rollback()
-            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RELAY_LOCK})
+            conn.execute(text("SELECT pg_advisory_unlock(:k, :shard)"),
+                         {"k": RELAY_LOCK, "shard": self.shard})
             conn.commit()
         except DBAPIError:
             conn.invalidate()
 
-    @staticmethod
-    def _try_lock(conn: Connection) -> bool:
-        locked = bool(conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": RELAY_LOCK}))
+    def _try_lock(self, conn: Connection) -> bool:
+        """Take this shard's lock: one active relay per shard, wherever relays run."""
+        locked = bool(conn.scalar(text("SELECT pg_try_advisory_lock(:k, :shard)"),
+                                  {"k": RELAY_LOCK, "shard": self.shard}))
         conn.commit()
         return locked
 
     def relay_batch(self, conn: Connection) -> int:
         """Publish the oldest unsent rows and mark the acknowledged ones; how many were."""
-        rows = [Row(*r) for r in conn.execute(FETCH, {"limit": self.config.relay_batch_size})]
+        params = {"limit": self.config.relay_batch_size, "shards": self.config.relay_shards,
+                  "shard": self.shard}
+        rows = [Row(*r) for r in conn.execute(FETCH, params)]
         conn.commit()
         if not rows:
             return 0
@@ -258,7 +270,7 @@ class Relay:
 
     def _maybe_prune(self, conn: Connection) -> None:
         now = time.monotonic()
-        if now < self.next_prune:
+        if self.shard != 0 or now < self.next_prune:
             return
         self.next_prune = now + self.config.outbox_prune_interval_seconds
         pruned = prune(conn, self.config.outbox_retention_hours)
@@ -280,15 +292,50 @@ def prune(conn: Connection, retention_hours: float) -> int:
 
 
 def run_process(container: Container, stop: threading.Event) -> None:
-    """The relay and the mail dispatcher of one process, until `stop` is set."""
+    """The relay (one per shard, each in its own process when sharded) and the mail
+    dispatcher of one `python -m app.events.relay`, until `stop` is set."""
     from app.events.mail_dispatch import MailDispatcher
 
     dispatcher = threading.Thread(
         target=MailDispatcher(container, stop).run, name="mail-dispatcher", daemon=True
     )
     dispatcher.start()
-    Relay(container.config, container.engine, stop).run()
+    if container.config.relay_shards == 1:
+        Relay(container.config, container.engine, stop).run()
+    else:
+        _run_shards(container.config.relay_shards, stop)
     dispatcher.join(timeout=10)
+
+
+def _run_shards(shards: int, stop: threading.Event) -> None:
+    """One child process per shard (one CPU each), restarted if it dies."""
+    context = multiprocessing.get_context("spawn")
+    children: dict[int, multiprocessing.process.BaseProcess] = {}
+    while not stop.is_set():
+        for shard in range(shards):
+            child = children.get(shard)
+            if child is None or not child.is_alive():
+                if child is not None:
+                    log.warning("relay shard exited; restarting",
+                                extra={"shard": shard, "exitcode": child.exitcode})
+                children[shard] = context.Process(target=_shard_main, args=(shard,),
+                                                  name=f"relay-shard-{shard}")
+                children[shard].start()
+        stop.wait(1.0)
+    for child in children.values():
+        child.terminate()
+    for child in children.values():
+        child.join(timeout=30)
+
+
+def _shard_main(shard: int) -> None:
+    """Entry point of a shard's child process: its own container, the relay of one shard."""
+    container = build()
+    configure_logging(container.config.log_level)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the children
+    Relay(container.config, container.engine, stop, shard).run()
 
 
 def main() -> None:

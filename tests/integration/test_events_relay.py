@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -155,6 +156,32 @@ def test_several_relays_keep_order_per_key_under_concurrent_writers(
         other.stop()
     relay.stop_event.clear()
     relay.start()
+
+
+def test_sharded_relays_split_the_keys_and_keep_their_order(
+    api: Api, container: Container, relay_config: Config, relay: RelayThread,
+    collector: Collector,
+) -> None:
+    relay.stop()
+    sharded = replace(relay_config, relay_shards=2)
+    shards = [RelayThread(sharded, shard).start() for shard in (0, 1, 1)]  # shard 1 has a standby
+    try:
+        customer = api.customer()
+        keys = [new_id("sub") for _ in range(10)]
+        for step in range(5):
+            for key in keys:
+                record(container, "subscription.plan_changed",
+                       subscription_object(customer["id"], "active", id=key,
+                                           metadata={"step": str(step)}), api.tenant_id)
+        expected = outbox_order(container, api.tenant_id)
+        wanted = {e for k in keys for e in expected[k]}
+        messages = [m for m in collector.wait_for(wanted) if m.event["id"] in wanted]
+        assert per_key(first_occurrences(messages)) == {k: expected[k] for k in keys}
+    finally:
+        for shard in shards:
+            shard.stop()
+        relay.stop_event.clear()
+        relay.start()
 
 
 def test_sent_rows_are_pruned_after_retention_unless_mail_is_pending(
