@@ -1,0 +1,187 @@
+"""Processes for the benches: start in their own group, wait until they answer, stop them all,
+and account where the machine's CPU time went while a phase ran (ours and everyone else's)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+TICKS = os.sysconf("SC_CLK_TCK")
+OWN_DATABASE = "se_bench"
+
+
+@dataclass
+class Fleet:
+    """The processes one bench started, by name; `stop_all` ends each group it started."""
+
+    log_dir: Path
+    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> None:
+        log = (self.log_dir / f"{name}.log").open("wb")
+        self._logs.append(log)
+        self.running[name] = subprocess.Popen(
+            argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def stop(self, name: str) -> None:
+        """SIGTERM the process group, wait for a graceful exit, then SIGKILL it."""
+        process = self.running.pop(name)
+        for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+            if process.poll() is not None:
+                break
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                continue
+        _kill_leftovers(process.pid)
+
+    def stop_all(self) -> None:
+        for name in list(self.running):
+            self.stop(name)
+        for log in self._logs:
+            log.close()
+
+    def check_alive(self) -> None:
+        """Fail loudly with the log's tail when a process we started has died."""
+        for name, process in self.running.items():
+            if process.poll() is not None:
+                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
+
+    def pgids(self) -> dict[int, str]:
+        return {process.pid: name for name, process in self.running.items()}
+
+
+def _kill_leftovers(pgid: int) -> None:
+    """A group whose leader exited may still hold children; end them too."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def wait_http(url: str, fleet: Fleet, timeout: float = 30.0) -> None:
+    """Poll `url` until it answers 200 (or fail with the reason)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        fleet.check_alive()
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - 127.0.0.1
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer 200 within {timeout}s")
+        time.sleep(0.2)
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU ticks used so far: by every live process (pid -> (name, pgid, ticks)), and in total."""
+
+    at: float
+    busy: int
+    idle: int
+    processes: dict[int, tuple[str, int, int]]
+
+
+def cpu_snapshot() -> CpuSnapshot:
+    with open("/proc/stat") as stat:
+        ticks = [int(v) for v in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]
+    processes: dict[int, tuple[str, int, int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = Path(entry.path, "stat").read_text()
+            name = raw[raw.index("(") + 1 : raw.rindex(")")]
+            if name.startswith("postgres"):
+                name = _postgres_role(Path(entry.path, "cmdline").read_bytes())
+        except OSError:
+            continue
+        rest = raw[raw.rindex(")") + 2 :].split()
+        processes[int(entry.name)] = (name, int(rest[2]), int(rest[11]) + int(rest[12]))
+    return CpuSnapshot(time.monotonic(), sum(ticks[:8]) - idle, idle, processes)
+
+
+def _postgres_role(cmdline: bytes) -> str:
+    """`postgres <database>` for a backend, `postgres` for the server's own processes."""
+    words = cmdline.replace(b"\0", b" ").decode(errors="replace").split()
+    # a backend's title: "postgres: 15/main: <user> <database> <client> <state>"
+    if len(words) >= 4 and words[0] == "postgres:" and "(" in " ".join(words[4:5]):
+        return f"postgres {words[3]}"
+    return "postgres"
+
+
+def cpu_usage(
+    before: CpuSnapshot,
+    after: CpuSnapshot,
+    ours: dict[int, str],
+    own_pids: dict[int, str],
+    exited: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Cores used on average between two snapshots: ours by name, the rest summed up.
+
+    `ours` maps process-group ids to names (gunicorn, fleet), `own_pids` single pids (wrk,
+    this script), `exited` CPU seconds of our children that ended in between (wrk);
+    backends of the bench database are told apart from other databases'. Other processes
+    that lived only between the snapshots count under `other processes`.
+    """
+    seconds = after.at - before.at
+    used: Counter[str] = Counter()
+    for pid, (name, pgid, ticks) in after.processes.items():
+        delta = ticks - before.processes.get(pid, (name, pgid, 0))[2]
+        if delta > 0:
+            used[_consumer(pid, name, pgid, ours, own_pids)] += delta
+    total = after.busy - before.busy
+    for name, cpu_seconds in (exited or {}).items():
+        if cpu_seconds > 0:
+            used[name] += round(cpu_seconds * TICKS)
+    others = {k: v for k, v in used.items() if k.startswith("other: ")}
+    mine = {k: v for k, v in used.items() if k not in others}
+    rest = max(0, total - sum(mine.values()))
+
+    def cores(ticks: float) -> float:
+        return round(ticks / TICKS / seconds, 2)
+
+    return {
+        "seconds": round(seconds, 1),
+        "cores": {
+            **{name: cores(t) for name, t in sorted(mine.items(), key=lambda kv: -kv[1])},
+            "other processes": cores(rest),
+            "idle": cores(after.idle - before.idle),
+        },
+        "top_others": {k[7:]: cores(v) for k, v in Counter(others).most_common(4)},
+    }
+
+
+def _consumer(
+    pid: int, name: str, pgid: int, ours: dict[int, str], own_pids: dict[int, str]
+) -> str:
+    if pid in own_pids:
+        return own_pids[pid]
+    if pgid in ours:
+        return ours[pgid]
+    if name == f"postgres {OWN_DATABASE}":
+        return "postgresql (bench db)"
+    if name == "postgres":
+        return "postgresql (server processes)"
+    if name.startswith("redis"):
+        return "redis (all clients)"
+    return f"other: {name}"

@@ -1,0 +1,121 @@
+"""py-spy around a bench phase: record a process tree, then say where its samples went.
+
+`.venv/bin/pip install py-spy` (it is not a dependency of the project). The raw (collapsed)
+stacks are kept next to the results so a flame graph can be drawn from them later
+(e.g. `py-spy` speedscope output, or flamegraph.pl on the raw file).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+_LINE = re.compile(r":\d+\)$")
+
+
+def record(pid: int, seconds: int, out: Path, *, idle: bool = False) -> subprocess.Popen[bytes]:
+    """Start sampling `pid` and its children for `seconds`; raw collapsed stacks go to `out`."""
+    binary = shutil.which("py-spy") or str(Path(__file__).resolve().parents[1] / ".venv/bin/py-spy")
+    argv = [
+        binary,
+        "record",
+        "--pid",
+        str(pid),
+        "--subprocesses",
+        "--rate",
+        "200",
+        "--duration",
+        str(seconds),
+        "--format",
+        "raw",
+        "--nonblocking",
+        "--output",
+        str(out),
+    ]
+    if idle:
+        argv.append("--idle")
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarize(raw: Path, top: int = 30) -> dict[str, list[tuple[str, float]]]:
+    """Inclusive and self share of samples per function (line numbers folded together)."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [_LINE.sub(")", f) for f in stack.split(";") if not f.startswith("process ")]
+        for frame in set(frames):
+            inclusive[frame] += n
+        if frames:
+            own[frames[-1]] += n
+    if not total:
+        return {"inclusive": [], "self": []}
+    return {
+        "inclusive": [(f, round(100 * n / total, 1)) for f, n in inclusive.most_common(top)],
+        "self": [(f, round(100 * n / total, 1)) for f, n in own.most_common(top)],
+    }
+
+
+def by_package(raw: Path) -> list[tuple[str, float]]:
+    """Self samples grouped by the library (or our package) whose code was running."""
+    groups: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        groups[_package(stack.split(";")[-1])] += int(count)
+    return [(g, round(100 * n / total, 1)) for g, n in groups.most_common()] if total else []
+
+
+def _package(frame: str) -> str:
+    found = re.search(r"\((.*):\d+\)$", frame)
+    path = found[1] if found else frame
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
+    if "/work/" in path and "/app/" in path:
+        return "app." + path.split("/app/", 1)[1].split("/", 1)[0].removesuffix(".py")
+    if "python3" in path:
+        return "stdlib:" + path.rsplit("/", 1)[-1].removesuffix(".py")
+    return path
+
+
+def steps(
+    raw: Path, root: str, named: dict[str, str], leaves: dict[str, tuple[str, ...]]
+) -> dict[str, Any]:
+    """Share of the samples under frame `root` spent in each named frame (inclusive) and in
+    each group of leaf frames (where the stack ends: waiting on PostgreSQL, on Redis, ...)."""
+    under = 0
+    inside: Counter[str] = Counter()
+    waiting: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit() or root not in stack:
+            continue
+        n = int(count)
+        under += n
+        for label, frame in named.items():
+            if frame in stack:
+                inside[label] += n
+        leaf = stack.rsplit(";", 1)[-1]
+        for label, frames in leaves.items():
+            if any(frame in leaf for frame in frames):
+                waiting[label] += n
+                break
+    if not under:
+        return {}
+    return {
+        "samples": under,
+        "steps_pct": {label: round(100 * inside[label] / under, 1) for label in named},
+        "leaf_pct": {label: round(100 * waiting[label] / under, 1) for label in leaves},
+    }
