@@ -17,21 +17,35 @@ from pathlib import Path
 from types import FrameType
 
 from app.bootstrap import build
+from app.config import Config
 from app.models.database import ensure_database, migrate
 from app.services.tenants import authenticate, create_tenant
 
 VAR = Path("var")
 DEMO_FILE = VAR / "demo-tenant.json"
+SINK_PORT = 1025
 
 
-def commands(port: str) -> dict[str, list[str]]:
-    """The processes of the engine, as production runs them."""
+def commands(config: Config, port: str) -> dict[str, list[str]]:
+    """The processes of the engine, as production runs them, plus local stand-ins.
+
+    With KAFKA_BOOTSTRAP_SERVERS unset the embedded Kafka broker runs too, and with the
+    default mail settings an SMTP sink that saves each mail under var/mail/. They start
+    first, so the relay and the mail actor find them.
+    """
     bin_dir = Path(sys.executable).parent
-    return {
+    specs: dict[str, list[str]] = {}
+    if not config.kafka_bootstrap_servers:
+        specs["kafka"] = [sys.executable, "-m", "app.events.embedded_broker"]
+    if config.mail_server in ("127.0.0.1", "localhost") and config.mail_port == SINK_PORT:
+        specs["mail-sink"] = [sys.executable, "-m", "app.mail.sink", "--port", str(SINK_PORT),
+                              "--dir", str(VAR / "mail")]
+    return specs | {
         "api": [str(bin_dir / "gunicorn"), "wsgi:app", "--bind", f"127.0.0.1:{port}",
                 "--workers", os.environ.get("WEB_CONCURRENCY", "4"), "--access-logfile", "-"],
         "worker": [str(bin_dir / "dramatiq"), "app.jobs", "--processes", "2", "--threads", "4"],
         "scheduler": [sys.executable, "-m", "app.scheduler"],
+        "relay": [sys.executable, "-m", "app.events.relay"],
     }
 
 
@@ -61,7 +75,7 @@ Demo tenant test key: {key}
   CUS=$(curl -s {auth} -d '{{"email":"ada@example.com"}}' {base}/customers | jq -r .id)
   PM=$(curl -s {auth} -d '{{"provider":"sandbox","token":"tok_ok"}}' \\
        {base}/customers/$CUS/payment-methods | jq -r .id)
-  PAY=$(curl -s {auth} -H "Idempotency-Key: $(uuidgen)" \\
+  PAY=$(curl -s {auth} -H "Idempotency-Key: $(python3 -c 'import uuid; print(uuid.uuid4())')" \\
        -d '{{"amount":1999,"currency":"usd","customer_id":"'$CUS'","payment_method_id":"'$PM'"}}' \\
        {base}/pay | jq -r .id)
   curl -s {auth} {base}/payments/$PAY | jq .status     # "succeeded"
@@ -76,11 +90,11 @@ def main() -> None:
         stale.unlink()
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir.resolve()))
     port = os.environ.get("PORT", "8000")
-    url = build().config.database_url
-    ensure_database(url)
-    migrate(url)
+    config = build().config
+    ensure_database(config.database_url)
+    migrate(config.database_url)
     print(banner(port, demo_key()), flush=True)
-    supervise(commands(port))
+    supervise(commands(config, port))
 
 
 def supervise(specs: dict[str, list[str]]) -> None:
@@ -100,9 +114,8 @@ def supervise(specs: dict[str, list[str]]) -> None:
                 print(f"{name} exited with {process.returncode}; restarting", flush=True)
                 running[name] = subprocess.Popen(specs[name])
         time.sleep(0.5)
-    for process in running.values():
+    for process in reversed(running.values()):  # dependants first: the broker and sink stop last
         process.send_signal(signal.SIGTERM)
-    for process in running.values():
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
