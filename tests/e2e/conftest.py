@@ -1,8 +1,8 @@
 """End-to-end fixtures: the engine's real processes, talked to over HTTP only.
 
-`stack` is this session's API + worker fleet + scheduler on the session's database and Redis
-namespace. `own_stack` runs on a database and namespace of its own (one per module), for
-tests that kill processes and must share no queue or reconciliation with anybody else.
+`stack` is this session's API + worker fleet + scheduler; `own_stack` is one per module, for
+tests that kill processes. Each runs on a database and Redis namespace of its own (derived
+from the session's `config`), so no other test's payments are reconciled or charged by it.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -22,17 +23,43 @@ from tests.e2e.stack import Client, Stack
 from tests.support import eventually
 
 
+@contextmanager
+def _own_database(config: Config) -> Iterator[Config]:
+    """`config` on a fresh database and Redis namespace of its own, dropped afterwards.
+
+    The session's database is shared with tests that start their own workers and leave
+    payments in chosen states; a stack there would reconcile and charge them.
+    """
+    suffix = uuid.uuid4().hex[:8]
+    own = replace(
+        config,
+        database_url=f"{config.database_url}_{suffix}",
+        redis_namespace=f"{config.redis_namespace}-{suffix}",
+    )
+    ensure_database(own.database_url)
+    migrate(own.database_url)
+    try:
+        yield own
+    finally:
+        client = redis.Redis.from_url(own.redis_url)
+        for key in client.scan_iter(f"{own.redis_namespace}*"):
+            client.delete(key)
+        client.close()
+        _drop_database(own.database_url)
+
+
 @pytest.fixture(scope="session")
 def stack(config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """gunicorn (2 workers), `dramatiq app.jobs` and the scheduler, ready and warmed up."""
-    running = Stack(config, tmp_path_factory.mktemp("e2e-logs"))
-    try:
-        running.start("api", "worker", "scheduler")
-        running.wait_ready()
-        _warm_up(running.tenant("warm-up"))
-        yield running
-    finally:
-        running.stop()
+    with _own_database(config) as own:
+        running = Stack(own, tmp_path_factory.mktemp("e2e-logs"))
+        try:
+            running.start("api", "worker", "scheduler")
+            running.wait_ready()
+            _warm_up(running.tenant("warm-up"))
+            yield running
+        finally:
+            running.stop()
 
 
 def _warm_up(client: Client) -> None:
@@ -53,24 +80,12 @@ def client(stack: Stack) -> Client:
 
 @pytest.fixture(scope="module")
 def _own_stack(config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    suffix = uuid.uuid4().hex[:8]
-    own = replace(
-        config,
-        database_url=f"{config.database_url}_{suffix}",
-        redis_namespace=f"{config.redis_namespace}-{suffix}",
-    )
-    ensure_database(own.database_url)
-    migrate(own.database_url)
-    running = Stack(own, tmp_path_factory.mktemp("own-stack-logs"), web_workers=1)
-    try:
-        yield running
-    finally:
-        running.stop()
-        client = redis.Redis.from_url(own.redis_url)
-        for key in client.scan_iter(f"{own.redis_namespace}*"):
-            client.delete(key)
-        client.close()
-        _drop_database(own.database_url)
+    with _own_database(config) as own:
+        running = Stack(own, tmp_path_factory.mktemp("own-stack-logs"), web_workers=1)
+        try:
+            yield running
+        finally:
+            running.stop()
 
 
 @pytest.fixture()
