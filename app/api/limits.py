@@ -42,10 +42,10 @@ def init_limiter(app: Flask, storage_uri: str, namespace: str) -> Limiter:
 
 
 def _standard_headers(response: Response) -> Response:
-    """RateLimit-Reset as seconds from now (IETF draft); Retry-After only on 429."""
+    """RateLimit-Reset as seconds from now (IETF draft); Retry-After only on 429 and 503."""
     reset = response.headers.get("RateLimit-Reset")
     if reset is not None and reset.isdigit():
         response.headers["RateLimit-Reset"] = str(max(0, int(reset) - int(time.time())))
-    if response.status_code != 429:
+    if response.status_code not in (429, 503):
         response.headers.pop("Retry-After", None)
     return response

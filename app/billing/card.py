@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-_DIGIT_RUN = re.compile(r"\d(?:[ -]?\d)*")
+_DIGIT_RUN = re.compile(r"\d(?:[ -]*\d)*")
 
 
 def luhn_valid(digits: str) -> bool:
