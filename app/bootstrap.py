@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Config
 from app.models.uow import UnitOfWork
+from app.providers.credentials import CredentialStore, Sealer, TenantProviders, builders
 from app.providers.registry import ProviderRegistry
 from app.providers.sandbox import SandboxProvider
 
@@ -59,11 +60,17 @@ class Container:
         return broker
 
     @cached_property
+    def credentials(self) -> CredentialStore:
+        """Tenants' provider credentials, sealed with CREDENTIALS_KEY."""
+        return CredentialStore(self.session_factory, Sealer(self.config.credentials_key))
+
+    @cached_property
     def providers(self) -> ProviderRegistry:
         return ProviderRegistry(
             {"sandbox": SandboxProvider(self.session_factory)},
             failure_threshold=self.config.breaker_failure_threshold,
             recovery_seconds=self.config.breaker_recovery_seconds,
+            tenant_providers=TenantProviders(self.credentials, builders(self.config)),
         )
 
     def uow(self) -> UnitOfWork:

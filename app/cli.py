@@ -1,14 +1,20 @@
-"""Operator commands: `tenants create NAME --json` and `db upgrade`, under `flask --app wsgi`."""
+"""Operator commands under `flask --app wsgi`: `tenants create NAME --json`, `db upgrade`,
+and `providers set|list|remove|failover` (a tenant's Stripe / PayPal credentials)."""
 
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 from flask import current_app
+from flask.cli import AppGroup
 
 from app.bootstrap import Container
+from app.models import Tenant
 from app.models.database import ensure_database, migrate
+from app.providers.credentials import FIELDS
+from app.services.failover import set_failover
 from app.services.tenants import create_tenant
 
 
@@ -53,4 +59,74 @@ def upgrade() -> None:
     migrate(url)
 
 
-COMMANDS = (tenants, db)
+@click.group(cls=AppGroup)
+def providers() -> None:
+    """A tenant's Stripe and PayPal credentials (stored encrypted) and its failover."""
+
+
+MODE = click.option("--mode", type=click.Choice(["test", "live"]), default="test",
+                    show_default=True, help="Which API keys of the tenant use these.")
+
+
+def _known_tenant(tenant_id: str) -> None:
+    with _container().uow() as uow:
+        if uow.session.get(Tenant, tenant_id) is None:
+            raise click.BadParameter(f"no tenant {tenant_id}", param_hint="TENANT_ID")
+
+
+@providers.command("set")
+@click.argument("tenant_id")
+@click.argument("provider", type=click.Choice(sorted(FIELDS)))
+@MODE
+def set_credentials(tenant_id: str, provider: str, mode: str) -> None:
+    """Store credentials read as a JSON object from stdin (never from arguments).
+
+    stripe: {"secret_key": "sk_…", "webhook_secret": "whsec_…"};
+    paypal: {"client_id": "…", "client_secret": "…", "webhook_id": "…"}.
+    """
+    _known_tenant(tenant_id)
+    try:
+        given = json.loads(sys.stdin.read())
+    except ValueError:
+        given = None
+    if not isinstance(given, dict) or not all(isinstance(v, str) for v in given.values()):
+        raise click.UsageError("credentials not saved: send a JSON object of strings on stdin")
+    try:
+        _container().credentials.save(tenant_id, provider, livemode=mode == "live",
+                                      values=given)
+    except ValueError as exc:
+        raise click.UsageError(f"credentials not saved: {exc}") from None
+    click.echo(f"{provider} {mode} credentials saved for {tenant_id}")
+
+
+@providers.command("list")
+@click.argument("tenant_id")
+def list_credentials(tenant_id: str) -> None:
+    """Which providers and modes have credentials (the secrets are never shown)."""
+    for provider, livemode in _container().credentials.configured(tenant_id):
+        click.echo(f"{provider} {'live' if livemode else 'test'}")
+
+
+@providers.command("remove")
+@click.argument("tenant_id")
+@click.argument("provider", type=click.Choice(sorted(FIELDS)))
+@MODE
+def remove_credentials(tenant_id: str, provider: str, mode: str) -> None:
+    """Forget a provider's credentials for one mode."""
+    gone = _container().credentials.remove(tenant_id, provider, livemode=mode == "live")
+    click.echo(f"{provider} {mode} credentials {'removed' if gone else 'were not set'}")
+
+
+@providers.command("failover")
+@click.argument("tenant_id")
+@click.argument("provider", type=click.Choice(["stripe", "paypal", "sandbox", "none"]))
+def failover(tenant_id: str, provider: str) -> None:
+    """Send one-time payments to PROVIDER when theirs cannot be reached ("none": never)."""
+    with _container().uow() as uow:
+        if not set_failover(uow.session, tenant_id, None if provider == "none" else provider):
+            raise click.BadParameter(f"no tenant {tenant_id}", param_hint="TENANT_ID")
+        uow.commit()
+    click.echo(f"failover of {tenant_id}: {provider}")
+
+
+COMMANDS = (tenants, db, providers)

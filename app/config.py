@@ -6,6 +6,9 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any
 
+#: Fernet key for provider credentials in local development only; set CREDENTIALS_KEY elsewhere.
+DEV_CREDENTIALS_KEY = "ZGV2LW9ubHkta2V5LW5ldmVyLXVzZS1pbi1wcm9kISE="
+
 
 @dataclass(frozen=True)
 class Config:
@@ -29,6 +32,12 @@ class Config:
     dramatiq_heartbeat_timeout_ms: int = 60_000
     breaker_failure_threshold: int = 5
     breaker_recovery_seconds: int = 30
+    # Providers (Stripe, PayPal)
+    credentials_key: str = DEV_CREDENTIALS_KEY
+    stripe_api_base: str = ""
+    paypal_api_base: str = ""
+    provider_timeout_seconds: float = 30.0
+    payment_return_url: str = "http://localhost:8000/"
     # Scheduler
     renewal_interval_seconds: float = 2.0
     renewal_batch_size: int = 1000

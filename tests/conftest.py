@@ -22,6 +22,9 @@ from app.config import Config
 from app.models.database import ensure_database, migrate
 from tests.support import Api, eventually
 
+# Provider simulators and merchants with Stripe / PayPal credentials (module-scoped fixtures).
+pytest_plugins = ["tests.sim.fixtures"]
+
 ROOT = Path(__file__).resolve().parents[1]
 PG = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -15,6 +15,7 @@ from app.api import (
     sandbox,
     subscriptions,
     test_clocks,
+    webhooks,
 )
 from app.api.context import close_uow
 from app.api.limits import init_limiter
@@ -24,7 +25,15 @@ from app.cli import COMMANDS
 from app.config import Config
 from app.log import configure_logging
 
-APIS = (payments.api, customers.api, plans.api, subscriptions.api, test_clocks.api, sandbox.api)
+APIS = (
+    payments.api,
+    customers.api,
+    plans.api,
+    subscriptions.api,
+    test_clocks.api,
+    sandbox.api,
+    webhooks.api,
+)
 
 
 def create_app(config: Config | None = None) -> Flask:

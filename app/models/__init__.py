@@ -15,6 +15,7 @@ from app.models.payment import (
     RefundStatus,
 )
 from app.models.plan import Plan
+from app.models.provider_credential import ProviderCredential
 from app.models.sandbox import SandboxCharge, SandboxRefund
 from app.models.subscription import Subscription
 from app.models.tenant import ApiKey, Tenant
@@ -35,6 +36,7 @@ __all__ = [
     "PaymentStatus",
     "Plan",
     "Provider",
+    "ProviderCredential",
     "Refund",
     "RefundStatus",
     "SandboxCharge",

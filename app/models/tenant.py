@@ -19,6 +19,8 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(200))
     rate_limit: Mapped[str | None] = mapped_column(String(64))
     dunning_retry_days: Mapped[list[int] | None] = mapped_column(ARRAY(Integer))
+    # Where one-time payments go when their provider is unreachable (app/services/failover.py).
+    failover_provider: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
 
 

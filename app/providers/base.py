@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,37 @@ class CardDetails:
 
     brand: str | None
     last4: str | None
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """A verified provider notification about one of our payments.
+
+    `kind`: `succeeded` (money taken; `reference` names the charge), `failed` (`failure` is
+    (code, message, hard)), `approved` (the buyer approved; the charge can be completed) or
+    `other` (nothing for us to do).
+    """
+
+    id: str
+    payment_id: str
+    livemode: bool
+    kind: Literal["succeeded", "failed", "approved", "other"]
+    reference: str | None = None
+    failure: tuple[str, str, bool] | None = None
+
+
+@runtime_checkable
+class WebhookVerifier(Protocol):
+    """An adapter that receives signed webhooks (Stripe, PayPal)."""
+
+    def verify_webhook(
+        self, body: bytes, headers: Mapping[str, str], *, livemode: bool
+    ) -> WebhookEvent:
+        """The event if its signature checks out; WebhookRejected otherwise.
+
+        `headers` are the delivery's headers with lower-cased names.
+        """
+        ...
 
 
 class PaymentProvider(Protocol):

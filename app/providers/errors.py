@@ -49,3 +49,23 @@ class InvalidPaymentMethod(ProviderError):
     """Raised when a token cannot be attached: unknown to the provider or not allowed here."""
 
     code = "invalid_payment_method"
+
+
+class ProviderUnreachable(ProviderUnavailable):
+    """Raised when the request never reached the provider (connection refused, breaker open).
+
+    Unlike other unavailability, nothing can have been charged, so a one-time payment may
+    safely be sent to another provider instead.
+    """
+
+
+class ProviderNotConfigured(ProviderError):
+    """Raised when a tenant has no credentials for a provider in the request's mode."""
+
+    code = "provider_not_configured"
+
+
+class WebhookRejected(ProviderError):
+    """Raised when a webhook's signature is missing or wrong, or it cannot be verified."""
+
+    code = "webhook_rejected"

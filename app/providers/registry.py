@@ -9,13 +9,20 @@ from typing import TypeVar
 from circuitbreaker import CircuitBreaker
 
 from app.providers.base import PaymentProvider
-from app.providers.errors import ProviderUnavailable, TransientProviderError
+from app.providers.errors import (
+    ProviderNotConfigured,
+    ProviderUnreachable,
+    TransientProviderError,
+)
 
 T = TypeVar("T")
+#: (provider name, tenant id) -> that tenant's adapter, or None when it has no credentials.
+TenantResolver = Callable[[str, str], PaymentProvider | None]
 
 
 class ProviderRegistry:
-    """The configured adapters by name, and the breakers that guard them."""
+    """The adapters: shared ones by name (sandbox), per-tenant ones (Stripe, PayPal) resolved
+    from each tenant's credentials, and the breakers that guard them."""
 
     def __init__(
         self,
@@ -23,26 +30,43 @@ class ProviderRegistry:
         *,
         failure_threshold: int,
         recovery_seconds: int,
+        tenant_providers: TenantResolver | None = None,
     ) -> None:
         self._providers = providers
+        self._tenant_providers = tenant_providers
         self._threshold = failure_threshold
         self._recovery = recovery_seconds
         self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
         self._lock = threading.Lock()
 
-    def get(self, name: str) -> PaymentProvider:
-        """The adapter called `name`; KeyError when it is not configured."""
-        return self._providers[name]
+    def get(self, name: str, tenant_id: str | None = None) -> PaymentProvider:
+        """The adapter called `name` (for this tenant); ProviderNotConfigured when none is."""
+        if name in self._providers:
+            return self._providers[name]
+        if tenant_id is not None and self._tenant_providers is not None:
+            found = self._tenant_providers(name, tenant_id)
+            if found is not None:
+                return found
+        raise ProviderNotConfigured(f"The {name} provider is not configured for this tenant.")
+
+    def configured(self, name: str, tenant_id: str) -> bool:
+        """Whether `name` can be used by this tenant (in at least one mode)."""
+        try:
+            self.get(name, tenant_id)
+        except ProviderNotConfigured:
+            return False
+        return True
 
     def __contains__(self, name: str) -> bool:
         return name in self._providers
 
     def call(self, name: str, tenant_id: str, fn: Callable[[PaymentProvider], T]) -> T:
-        """Run `fn(adapter)` through the breaker; an open breaker fails fast as unavailable."""
+        """Run `fn(adapter)` through the breaker; an open breaker fails fast as unreachable."""
+        adapter = self.get(name, tenant_id)
         breaker = self._breaker(name, tenant_id)
         if breaker.opened:  # breaker.call() runs fn regardless; only its decorator checks
-            raise ProviderUnavailable(f"{name}: circuit open, failing fast")
-        result: T = breaker.call(fn, self._providers[name])
+            raise ProviderUnreachable(f"{name}: circuit open, failing fast")
+        result: T = breaker.call(fn, adapter)
         return result
 
     def _breaker(self, name: str, tenant_id: str) -> CircuitBreaker:

@@ -35,13 +35,17 @@ from app.providers.errors import (
     OutcomeUnknown,
     PaymentDeclined,
     ProviderError,
+    ProviderUnreachable,
     TransientProviderError,
 )
 from app.providers.registry import ProviderRegistry
-from app.services import billing_cycle
+from app.services import billing_cycle, failover
 
 log = logging.getLogger(__name__)
 IN_FLIGHT = (AttemptStatus.PROCESSING, AttemptStatus.UNKNOWN)
+FINAL = (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED)
+#: Payments an outcome may still settle: being charged, lost, or waiting for the customer.
+OPEN = (PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN, PaymentStatus.REQUIRES_ACTION)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class Outcome:
     redirect_url: str | None = None
     retry: bool = False  # a transient error: the payment stays processing for the next attempt
     hard: bool = False
+    unreached: bool = False  # the request never reached the provider (may fail over)
 
 
 def charge_payment(
@@ -212,7 +217,8 @@ def _call(providers: ProviderRegistry, claim: Claim) -> Outcome:
     except OutcomeUnknown:
         return Outcome(claim, AttemptStatus.UNKNOWN)
     except TransientProviderError as exc:
-        return Outcome(claim, AttemptStatus.FAILED, failure=(exc.code, str(exc)), retry=True)
+        return Outcome(claim, AttemptStatus.FAILED, failure=(exc.code, str(exc)), retry=True,
+                       unreached=isinstance(exc, ProviderUnreachable))
     except ProviderError as exc:
         return Outcome(claim, AttemptStatus.FAILED, failure=(exc.code, str(exc)), hard=True)
     return _outcome(claim, result)
@@ -267,10 +273,11 @@ def _lock_subscriptions(session: Session, ids: Sequence[str | None]) -> list[Sub
 def _record(session: Session, payment: Payment, outcome: Outcome) -> None:
     key = outcome.claim.request.idempotency_key
     attempt = next((a for a in payment.attempts if a.idempotency_key == key), None)
+    waiting = attempt is not None and attempt.status is AttemptStatus.REQUIRES_ACTION
     if (
         attempt is None
-        or attempt.status not in IN_FLIGHT
-        or (payment.status not in (PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN))
+        or not (attempt.status in IN_FLIGHT or (waiting and outcome.status in FINAL))
+        or payment.status not in OPEN
     ):
         log.info("outcome already settled", extra={"payment_id": payment.id})
         return
@@ -281,6 +288,8 @@ def _record(session: Session, payment: Payment, outcome: Outcome) -> None:
     attempt.updated_at = utcnow()
     payment.lease_until = None
     if outcome.retry:
+        if outcome.unreached:
+            failover.fail_over(session, payment, outcome.claim.provider)
         return  # stays processing; the actor's retry makes the next attempt
     if status is AttemptStatus.UNKNOWN:
         payment.status = PaymentStatus.UNKNOWN

@@ -8,10 +8,15 @@ from app.billing.card import contains_card_number
 from app.ids import new_id
 from app.models import Customer, PaymentMethod, Provider
 from app.models.uow import UnitOfWork
-from app.providers.errors import InvalidPaymentMethod, ProviderError
+from app.providers.errors import (
+    InvalidPaymentMethod,
+    ProviderError,
+    ProviderNotConfigured,
+    TransientProviderError,
+)
 from app.providers.registry import ProviderRegistry
 from app.services.clocks import get_clock
-from app.services.errors import Forbidden, Invalid
+from app.services.errors import Forbidden, Invalid, Unavailable
 from app.services.scope import Scope
 
 
@@ -60,16 +65,17 @@ def attach_payment_method(
     scope.get(uow.session, Customer, customer_id)
     if provider is Provider.SANDBOX and scope.livemode:
         raise Forbidden("The sandbox provider is available in test mode only.")
-    if provider.value not in providers:
-        raise Invalid(
-            "provider",
-            f"The {provider.value} provider is not configured for this tenant.",
-            code="provider_not_configured",
-        )
     try:
-        details = providers.get(provider.value).describe(token, livemode=scope.livemode)
+        details = providers.call(
+            provider.value, scope.tenant_id, lambda p: p.describe(token, livemode=scope.livemode)
+        )
+    except ProviderNotConfigured as exc:
+        raise Invalid("provider", str(exc), code="provider_not_configured") from exc
     except InvalidPaymentMethod as exc:
         raise Invalid("token", str(exc), code="invalid_payment_method") from exc
+    except TransientProviderError as exc:
+        raise Unavailable("The payment provider could not be reached; nothing was written.",
+                          code=exc.code) from exc
     except ProviderError as exc:
         raise Invalid("token", "The provider could not check this token.", code=exc.code) from exc
     method = PaymentMethod(

@@ -46,3 +46,10 @@ class Invalid(ServiceError):
     def __init__(self, field: str, message: str, *, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.field = field
+
+
+class Unavailable(ServiceError):
+    """Raised when a dependency the request needs (e.g. the payment provider) is down."""
+
+    status = 503
+    code = "dependency_unavailable"

@@ -1,0 +1,125 @@
+"""The provider conformance suite: the same tests against sandbox, Stripe and PayPal.
+
+Stripe and PayPal are the real SDKs talking HTTP to local simulators, resolved through
+the registry from a tenant's stored (encrypted) credentials, exactly as the workers get
+them. Each case also checks the provider's own ledger: charged once, or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from flask import Flask
+
+from app.bootstrap import Container
+from app.ids import new_id
+from app.providers.base import ChargeRequest, PaymentProvider, RefundRequest
+from app.providers.errors import InvalidPaymentMethod, PaymentDeclined
+from app.providers.sandbox import SandboxProvider
+from tests.sim.fixtures import TOKENS, Sims, new_merchant
+
+
+@dataclass
+class Case:
+    name: str
+    adapter: PaymentProvider
+    tenant_id: str
+    tokens: dict[str, str]
+    ledger: Callable[[str], int]
+
+    def request(self, token: str, *, payment_id: str | None = None, attempt: int = 1,
+                amount: int = 1999) -> ChargeRequest:
+        payment_id = payment_id or new_id("pay")
+        return ChargeRequest(
+            tenant_id=self.tenant_id, livemode=False, payment_id=payment_id, attempt=attempt,
+            idempotency_key=f"{payment_id}:{attempt}", amount=amount, currency="usd",
+            token=self.tokens[token], off_session=False,
+        )
+
+
+@pytest.fixture(scope="module", params=["sandbox", "stripe", "paypal"])
+def case(request: pytest.FixtureRequest, sim_app: Flask, sims: Sims) -> Case:
+    merchant = new_merchant(sim_app, sims)
+    container: Container = sim_app.extensions["container"]
+    name: str = request.param
+    adapter = container.providers.get(name, merchant.tenant_id)
+    if name == "sandbox":
+        assert isinstance(adapter, SandboxProvider)
+        return Case(name, adapter, merchant.tenant_id, TOKENS[name], adapter.charge_count)
+    return Case(name, adapter, merchant.tenant_id, TOKENS[name],
+                lambda payment_id: sims.ledger(name, payment_id))
+
+
+def test_a_good_method_is_charged_once(case: Case) -> None:
+    request = case.request("ok")
+    result = case.adapter.charge(request)
+    assert result.status == "succeeded" and result.reference
+    assert case.ledger(request.payment_id) == 1
+
+
+def test_resending_the_same_key_returns_the_first_charge(case: Case) -> None:
+    request = case.request("ok")
+    first = case.adapter.charge(request)
+    again = case.adapter.charge(request)
+    assert again == first
+    assert case.ledger(request.payment_id) == 1
+
+
+@pytest.mark.parametrize(("token", "hard"), [("hard", True), ("soft", False)])
+def test_declines_are_hard_or_soft_and_charge_nothing(case: Case, token: str, hard: bool) -> None:
+    request = case.request(token)
+    with pytest.raises(PaymentDeclined) as declined:
+        case.adapter.charge(request)
+    assert declined.value.hard is hard
+    assert declined.value.code and declined.value.message
+    with pytest.raises(PaymentDeclined) as replayed:  # the same key: the same answer
+        case.adapter.charge(request)
+    assert (replayed.value.code, replayed.value.hard) == (declined.value.code, hard)
+    assert case.ledger(request.payment_id) == 0
+
+
+def test_lookup_finds_the_charge_and_never_makes_one(case: Case) -> None:
+    charged = case.request("ok")
+    result = case.adapter.charge(charged)
+    assert case.adapter.lookup(charged) == result
+    never_sent = case.request("ok")
+    assert case.adapter.lookup(never_sent) is None
+    assert case.ledger(never_sent.payment_id) == 0
+    assert case.ledger(charged.payment_id) == 1
+
+
+def test_an_action_needs_the_customer_and_charges_nothing(case: Case) -> None:
+    request = case.request("action")
+    result = case.adapter.charge(request)
+    assert result.status == "requires_action"
+    assert result.redirect_url and result.redirect_url.startswith(("http://", "https://"))
+    assert case.ledger(request.payment_id) == 0
+
+
+def test_refunds_in_parts_then_refuses_an_over_refund(case: Case) -> None:
+    request = case.request("ok", amount=1000)
+    reference = case.adapter.charge(request).reference
+
+    def refund(refund_id: str, amount: int) -> str:
+        return case.adapter.refund(RefundRequest(
+            tenant_id=case.tenant_id, livemode=False, refund_id=refund_id,
+            payment_reference=reference, idempotency_key=refund_id, amount=amount,
+            currency="usd",
+        )).reference
+
+    first_id = new_id("re")
+    first = refund(first_id, 400)
+    assert refund(first_id, 400) == first  # the same key: the same refund
+    assert refund(new_id("re"), 600)
+    with pytest.raises(PaymentDeclined) as over:
+        refund(new_id("re"), 1)
+    assert over.value.hard
+
+
+def test_describe_accepts_its_tokens_and_refuses_others(case: Case) -> None:
+    details = case.adapter.describe(case.tokens["ok"], livemode=False)
+    assert details.brand
+    with pytest.raises(InvalidPaymentMethod):
+        case.adapter.describe(case.tokens["unknown"], livemode=False)

@@ -1,0 +1,165 @@
+"""Faults between us and Stripe / PayPal: whatever breaks, a payment is charged once.
+
+Payments go in through the API; the worker's charge service and the reconciler's service
+run in this process against the simulators (the SDKs over real HTTP), so each step's
+outcome can be checked: 500s and 429s are retried as new attempts; a reset or a timeout
+leaves the payment `unknown` until reconciliation looks it up (and re-sends the same key
+only when the provider never saw it); an answer lost after the charge reconciles to
+succeeded without another charge.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from app.ids import new_id
+from app.providers.base import ChargeRequest
+from app.providers.errors import ProviderRateLimited
+from tests.sim.fixtures import TOKENS, Merchant, Sims
+from tests.sim.paypal_sim import PayPalSim
+from tests.sim.stripe_sim import StripeSim
+
+MONEY_CALL = {"stripe": "/v1/payment_intents/*/confirm", "paypal": "/v2/checkout/orders/*/capture"}
+FIRST_CALL = {"stripe": "/v1/payment_methods/*", "paypal": "/v2/checkout/orders"}
+PROVIDERS = pytest.mark.parametrize("provider", ["stripe", "paypal"])
+
+
+def statuses(payment: dict[str, object]) -> list[object]:
+    attempts = payment["attempts"]
+    assert isinstance(attempts, list)
+    return [a["status"] for a in attempts]
+
+
+def keys_sent(sim: StripeSim | PayPalSim, provider: str, payment_id: str) -> list[str]:
+    """The idempotency keys of every charge call the provider received for one payment."""
+    header = "idempotency-key" if provider == "stripe" else "paypal-request-id"
+    keys = [r.headers.get(header, "") for r in sim.requests_to(MONEY_CALL[provider])]
+    return [k for k in keys if k.startswith(f"{payment_id}:")]
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_faults(sims: Sims) -> None:
+    sims.stripe.clear_faults()
+    sims.paypal.clear_faults()
+
+
+@PROVIDERS
+def test_a_500_is_retried_as_a_new_attempt_and_charged_once(
+    merchant: Merchant, sims: Sims, provider: str
+) -> None:
+    sim = getattr(sims, provider)
+    payment = merchant.pay(provider, TOKENS[provider]["ok"])
+    sim.inject("500", MONEY_CALL[provider])
+    after_500 = merchant.charge(payment["id"])
+    assert after_500["status"] == "processing"
+    assert [a["failure_code"] for a in after_500["attempts"]] == ["provider_unavailable"]
+    settled = merchant.charge(payment["id"])  # the actor's retry
+    assert settled["status"] == "succeeded"
+    assert statuses(settled) == ["failed", "succeeded"]
+    assert sims.ledger(provider, payment["id"]) == 1
+
+
+@PROVIDERS
+def test_a_429_carries_retry_after_and_is_retried(
+    merchant: Merchant, sims: Sims, provider: str
+) -> None:
+    sim = getattr(sims, provider)
+    adapter = merchant.container.providers.get(provider, merchant.tenant_id)
+    payment_id = new_id("pay")
+    request = ChargeRequest(
+        tenant_id=merchant.tenant_id, livemode=False, payment_id=payment_id, attempt=1,
+        idempotency_key=f"{payment_id}:1", amount=500, currency="usd",
+        token=TOKENS[provider]["ok"], off_session=False,
+    )
+    sim.inject("429", FIRST_CALL[provider], retry_after=7)
+    with pytest.raises(ProviderRateLimited) as limited:
+        adapter.charge(request)
+    assert limited.value.retry_after == 7
+    assert adapter.charge(request).status == "succeeded"
+    assert sims.ledger(provider, payment_id) == 1
+
+    payment = merchant.pay(provider, TOKENS[provider]["ok"])
+    sim.inject("429", MONEY_CALL[provider], retry_after=2)
+    assert merchant.charge(payment["id"])["attempts"][0]["failure_code"] == \
+        "provider_rate_limited"
+    assert merchant.charge(payment["id"])["status"] == "succeeded"
+    assert sims.ledger(provider, payment["id"]) == 1
+
+
+@PROVIDERS
+def test_a_reset_before_processing_reconciles_by_resending_the_same_key(
+    merchant: Merchant, sims: Sims, provider: str
+) -> None:
+    sim = getattr(sims, provider)
+    payment = merchant.pay(provider, TOKENS[provider]["ok"])
+    sim.inject("reset", MONEY_CALL[provider])
+    assert merchant.charge(payment["id"])["status"] == "unknown"
+    assert sims.ledger(provider, payment["id"]) == 0
+    # The provider never saw it: reconciliation hands it back to be re-sent, same key.
+    assert merchant.reconcile(payment["id"])["status"] == "processing"
+    settled = merchant.charge(payment["id"])
+    assert settled["status"] == "succeeded"
+    assert statuses(settled) == ["succeeded"]  # one attempt: the same key, re-sent
+    assert keys_sent(sim, provider, payment["id"]) == [f"{payment['id']}:1"] * 2
+    assert sims.ledger(provider, payment["id"]) == 1
+
+
+@PROVIDERS
+def test_an_answer_lost_after_the_charge_reconciles_without_charging_again(
+    merchant: Merchant, sims: Sims, provider: str
+) -> None:
+    sim = getattr(sims, provider)
+    payment = merchant.pay(provider, TOKENS[provider]["ok"])
+    sim.inject("lost", MONEY_CALL[provider])
+    assert merchant.charge(payment["id"])["status"] == "unknown"
+    assert sims.ledger(provider, payment["id"]) == 1
+    settled = merchant.reconcile(payment["id"])
+    assert settled["status"] == "succeeded"
+    assert statuses(settled) == ["succeeded"]
+    assert keys_sent(sim, provider, payment["id"]) == [f"{payment['id']}:1"]  # found, not re-sent
+    assert sims.ledger(provider, payment["id"]) == 1
+
+
+@PROVIDERS
+def test_a_timeout_after_sending_is_unknown_then_reconciled(
+    merchant: Merchant, sims: Sims, provider: str
+) -> None:
+    sim = getattr(sims, provider)
+    payment = merchant.pay(provider, TOKENS[provider]["ok"])
+    sim.inject("delay", MONEY_CALL[provider], seconds=1.5)  # the SDKs wait 1 s here
+    assert merchant.charge(payment["id"])["status"] == "unknown"
+    assert merchant.reconcile(payment["id"])["status"] == "succeeded"
+    assert sims.ledger(provider, payment["id"]) == 1
+
+
+@PROVIDERS
+def test_a_500_after_the_charge_never_charges_twice(
+    merchant: Merchant, sims: Sims, provider: str
+) -> None:
+    """A provider may fail with 500 *after* charging; the next attempt, under a new key,
+    finds the payment's intent or order already paid instead of paying again."""
+    sim = getattr(sims, provider)
+    payment = merchant.pay(provider, TOKENS[provider]["ok"])
+    sim.inject("lost", MONEY_CALL[provider])
+    assert merchant.charge(payment["id"])["status"] == "unknown"
+    # Pretend the reconciler was told "never seen" and a new attempt was made anyway.
+    adapter = merchant.container.providers.get(provider, merchant.tenant_id)
+    second = ChargeRequest(
+        tenant_id=merchant.tenant_id, livemode=False, payment_id=payment["id"], attempt=2,
+        idempotency_key=f"{payment['id']}:2", amount=1999, currency="usd",
+        token=TOKENS[provider]["ok"], off_session=False,
+    )
+    assert adapter.charge(second).status == "succeeded"
+    assert sims.ledger(provider, payment["id"]) == 1
+
+
+@PROVIDERS
+def test_declines_settle_the_payment_hard_or_soft(
+    merchant: Merchant, sims: Sims, provider: str
+) -> None:
+    hard = merchant.charge(merchant.pay(provider, TOKENS[provider]["hard"])["id"])
+    soft = merchant.charge(merchant.pay(provider, TOKENS[provider]["soft"])["id"])
+    assert (hard["status"], soft["status"]) == ("failed", "failed")
+    assert hard["failure_code"] in ("stolen_card", "transaction_refused")
+    assert soft["failure_code"] in ("insufficient_funds", "instrument_declined")
+    assert sims.ledger(provider, hard["id"]) + sims.ledger(provider, soft["id"]) == 0
