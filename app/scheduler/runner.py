@@ -73,10 +73,17 @@ def main() -> None:
     scheduler = build_scheduler(container)
 
     def _stop(signum: int, _: FrameType | None) -> None:
-        log.info("stopping scheduler", extra={"signal": signum})
-        scheduler.shutdown(wait=False)
+        # Only raise here: the handler runs on the main thread, possibly while it holds the
+        # scheduler's wake-up lock, so calling shutdown() from here can deadlock.
+        raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     log.info("scheduler started")
-    scheduler.start()
+    try:
+        scheduler.start()
+    except SystemExit:
+        log.info("stopping scheduler")
+    finally:
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
