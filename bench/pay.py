@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/pay.py      (about two minutes; needs Debian's wrk: apt-get install wrk)
 
-Phases, all against 127.0.0.1, on a database (`se_bench`) and Redis namespace (`se-bench`)
+Phases, all against 127.0.0.1, on a database (`se_bench`) and Redis namespace (`se-bench-pay`)
 of its own that it recreates and removes:
   1. ceiling: bench/hello.py under the same gunicorn settings, wrk with 32 connections;
   2. the API (`gunicorn wsgi:app`) and a worker fleet (`dramatiq app.jobs`) start; a tenant
@@ -132,7 +132,7 @@ def main() -> None:
         {},
         database_url=f"{PG}/se_bench",
         redis_url=REDIS,
-        redis_namespace="se-bench",
+        redis_namespace="se-bench-pay",
         db_pool_size=args.db_pool_size,
     )
     idle_at_start = wait_quiet(args.wait_quiet)
@@ -697,9 +697,12 @@ def _drop_database(url: str) -> None:
 
 
 def _clear_redis(config: Config) -> None:
+    """Delete this bench's queue and rate-limit keys (and no other bench's)."""
+    ns = config.redis_namespace
     client = redis.Redis.from_url(config.redis_url)
-    for key in client.scan_iter(f"{config.redis_namespace}-*"):
-        client.delete(key)
+    for pattern in (f"{ns}-dramatiq*", f"LIMITS:LIMITER/{ns}-limits/*"):
+        for key in client.scan_iter(pattern):
+            client.delete(key)
     client.close()
 
 
