@@ -37,7 +37,9 @@ class Container:
             self.config.database_url,
             pool_size=self.config.db_pool_size,
             max_overflow=self.config.db_pool_size,
-            pool_pre_ping=True,
+            # No pre-ping (a round trip per checkout): a connection the server dropped fails
+            # its request with 503, nothing written, and the pool then discards them all.
+            pool_recycle=1800,
             executemany_mode="values_plus_batch",  # batched UPDATEs: one round trip per page
         )
 

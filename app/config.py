@@ -22,6 +22,7 @@ class Config:
     db_pool_size: int = 5
     # API
     default_rate_limit: str = "100/second"
+    auth_cache_seconds: float = 5.0
     max_body_bytes: int = 65536
     idempotency_ttl_hours: int = 24
     # Worker

@@ -64,6 +64,7 @@ def config() -> Iterator[Config]:
         dramatiq_heartbeat_timeout_ms=5000,
         breaker_failure_threshold=5,
         breaker_recovery_seconds=2,
+        auth_cache_seconds=0,  # tests revoke keys and change limits between requests
     )
     yield cfg
     client = redis.Redis.from_url(REDIS)
