@@ -41,9 +41,12 @@ def create_payment(
     metadata: dict[str, Any],
 ) -> Payment:
     """Record a pending one-time payment and its `payment.created` event; charge after commit."""
-    scope.get(uow.session, Customer, customer_id)
-    method = scope.get(uow.session, PaymentMethod, payment_method_id)
-    if method.customer_id != customer_id:
+    method = uow.session.scalar(
+        scope.query(PaymentMethod).where(PaymentMethod.id == payment_method_id)
+    )
+    if method is None or method.customer_id != customer_id:  # the customer's own method
+        scope.get(uow.session, Customer, customer_id)  # implies the customer; else say which
+        scope.get(uow.session, PaymentMethod, payment_method_id)
         raise Invalid("payment_method_id", "This payment method belongs to another customer.")
     payment = new_payment(
         uow.session, tenant_id=scope.tenant_id, livemode=scope.livemode,
