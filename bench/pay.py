@@ -42,11 +42,10 @@ import spy
 from openloop import Sample, percentile, request_bytes, run_fixed_rate
 from procs import CpuSnapshot, Fleet, cpu_snapshot, cpu_usage, wait_http
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
 
 from app.bootstrap import build
 from app.config import Config
-from app.models.database import ensure_database, migrate
+from app.models.database import drop_database, ensure_database, migrate
 from app.services.tenants import create_tenant
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +137,7 @@ def main() -> None:
     idle_at_start = wait_quiet(args.wait_quiet)
     started = time.monotonic()
     say("recreating database se_bench")
-    _drop_database(config.database_url)
+    drop_database(config.database_url)
     _clear_redis(config)
     ensure_database(config.database_url)
     migrate(config.database_url)
@@ -151,7 +150,7 @@ def main() -> None:
             fleet.stop_all()
             _clear_redis(config)
             if not args.keep:
-                _drop_database(config.database_url)
+                drop_database(config.database_url)
     results["bench_seconds"] = round(time.monotonic() - started, 1)
     results["machine"]["idle_cores_at_start"] = idle_at_start
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -682,18 +681,6 @@ def machine() -> dict[str, Any]:
             ["wrk", "-v"], capture_output=True, text=True, check=False
         ).stdout.splitlines()[0:1],
     }
-
-
-def _drop_database(url: str) -> None:
-    target = make_url(url)
-    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(
-            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-            {"n": target.database},
-        )
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{target.database}"'))
-    admin.dispose()
 
 
 def _clear_redis(config: Config) -> None:

@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from app.bootstrap import Container, build
 from app.config import Config
-from app.models.database import ensure_database, migrate
+from app.models.database import drop_database, ensure_database, migrate
 from tests.support import Api, eventually
 
 # Provider simulators and merchants with Stripe / PayPal credentials (module-scoped fixtures).
@@ -30,24 +28,12 @@ PG = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0
 REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def _drop_database(url: str) -> None:
-    target = make_url(url)
-    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(
-            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-            {"n": target.database},
-        )
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{target.database}"'))
-    admin.dispose()
-
-
 @pytest.fixture(scope="session")
 def config() -> Iterator[Config]:
     """Settings of this test session: own database, own Redis namespace, short timings."""
     run_id = f"{os.getpid()}"
     url = f"{PG}/se_test_{run_id}"
-    _drop_database(url)
+    drop_database(url)
     ensure_database(url)
     migrate(url)
     cfg = Config.from_env(
@@ -70,7 +56,7 @@ def config() -> Iterator[Config]:
     client = redis.Redis.from_url(REDIS)
     for key in client.scan_iter(f"{cfg.redis_namespace}*"):
         client.delete(key)
-    _drop_database(url)
+    drop_database(url)
 
 
 @pytest.fixture(scope="session")

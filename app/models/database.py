@@ -45,3 +45,18 @@ def migrate(url: str, revision: str = "head") -> None:
     config.set_main_option("script_location", str(root / "migrations"))
     config.attributes["database_url"] = url
     command.upgrade(config, revision)
+
+
+def drop_database(url: str) -> None:
+    """Drop the database named in `url`, ending its connections first (tests and benches)."""
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": target.database},
+            )
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{target.database}"'))
+    finally:
+        admin.dispose()

@@ -17,8 +17,7 @@ import pytest
 import redis
 
 from app.config import Config
-from app.models.database import ensure_database, migrate
-from tests.conftest import _drop_database
+from app.models.database import drop_database, ensure_database, migrate
 from tests.e2e.stack import Client, Stack
 from tests.support import eventually
 
@@ -45,7 +44,7 @@ def _own_database(config: Config) -> Iterator[Config]:
         for key in client.scan_iter(f"{own.redis_namespace}*"):
             client.delete(key)
         client.close()
-        _drop_database(own.database_url)
+        drop_database(own.database_url)
 
 
 @pytest.fixture(scope="session")

@@ -26,9 +26,9 @@ from sqlalchemy import create_engine, text
 from app.billing.periods import add_intervals
 from app.clock import utcnow
 from app.config import Config
-from app.models.database import ensure_database, migrate
+from app.models.database import drop_database, ensure_database, migrate
 from app.render import timestamp
-from tests.conftest import _drop_database, child_env
+from tests.conftest import child_env
 from tests.e2e.stack import Client, Process, Stack
 from tests.support import eventually
 
@@ -68,7 +68,7 @@ def renewal_stack(config: Config, tmp_path: Path) -> Iterator[Stack]:
         for key in client.scan_iter(f"{own.redis_namespace}*"):
             client.delete(key)
         client.close()
-        _drop_database(own.database_url)
+        drop_database(own.database_url)
 
 
 def _subscribe(client: Client, count: int) -> list[str]:
