@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,6 +28,19 @@ TOKENS = frozenset(
 )
 _FAIL_N = re.compile(r"tok_fail_([1-9])")
 ACTION_URL = "https://sandbox.subscription-engine.invalid/authorize/{payment_id}"
+_CHARGE_COLUMNS = ("id", "tenant_id", "payment_id", "idempotency_key", "amount", "currency")
+#: The ledger insert, built once and run on a Core connection: building it and an ORM
+#: session per call cost about 2 ms of CPU per charge, a renewal's largest single cost
+#: (bench/renewals.py); now about 0.5 ms. Same SQL, same transaction per charge.
+_INSERT_CHARGE = (
+    insert(SandboxCharge)
+    .values({c: bindparam(c) for c in _CHARGE_COLUMNS})
+    .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    .returning(SandboxCharge.id)
+)
+_CHARGE_BY_KEY = select(SandboxCharge.id).where(
+    SandboxCharge.idempotency_key == bindparam("idempotency_key")
+)
 
 
 class SandboxProvider:
@@ -37,6 +50,9 @@ class SandboxProvider:
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._sessions = session_factory
+        bind = session_factory.kw["bind"]
+        assert isinstance(bind, Engine)
+        self._engine = bind
 
     def describe(self, token: str, *, livemode: bool) -> CardDetails:
         if livemode:
@@ -122,28 +138,25 @@ class SandboxProvider:
             )
 
     def _record(self, request: ChargeRequest) -> tuple[str, bool]:
-        """Insert the charge once per idempotency key; return (charge id, newly created)."""
-        charge_id = new_id("ch")
-        with self._sessions() as session, session.begin():
-            inserted = session.scalar(
-                insert(SandboxCharge)
-                .values(
-                    id=charge_id,
-                    tenant_id=request.tenant_id,
-                    payment_id=request.payment_id,
-                    idempotency_key=request.idempotency_key,
-                    amount=request.amount,
-                    currency=request.currency,
-                )
-                .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                .returning(SandboxCharge.id)
+        """Insert the charge once per idempotency key; return (charge id, newly created).
+
+        Its own transaction, as an outside provider's ledger would be (Core, not a session).
+        """
+        key = {"idempotency_key": request.idempotency_key}
+        with self._engine.begin() as connection:
+            inserted = connection.scalar(
+                _INSERT_CHARGE,
+                {
+                    "id": new_id("ch"),
+                    "tenant_id": request.tenant_id,
+                    "payment_id": request.payment_id,
+                    "amount": request.amount,
+                    "currency": request.currency,
+                    **key,
+                },
             )
             if inserted is not None:
                 return inserted, True
-            existing = session.scalar(
-                select(SandboxCharge.id).where(
-                    SandboxCharge.idempotency_key == request.idempotency_key
-                )
-            )
+            existing = connection.scalar(_CHARGE_BY_KEY, key)
             assert existing is not None
             return existing, False

@@ -84,7 +84,13 @@ def charge_payments(
     lease_seconds: int,
 ) -> None:
     """Claim, charge and settle payments; after settling all, re-raise a transient error."""
-    claims = _claim(uows, payment_ids, lease_seconds)
+    charge_claimed(uows, providers, _claim(uows, payment_ids, lease_seconds))
+
+
+def charge_claimed(
+    uows: UnitOfWorkFactory, providers: ProviderRegistry, claims: Sequence[Claim]
+) -> None:
+    """Send claimed attempts to their providers, settle them, then re-raise a transient error."""
     outcomes = [_call(providers, claim) for claim in claims]
     if outcomes:
         settle(uows, outcomes)
@@ -171,21 +177,49 @@ def _claim(uows: UnitOfWorkFactory, payment_ids: Sequence[str], lease_seconds: i
             .options(selectinload(Payment.attempts))
             .execution_options(populate_existing=True)
         ).all()
-        methods = {
-            m.id: m
-            for m in session.scalars(
-                select(PaymentMethod).where(
-                    PaymentMethod.id.in_({p.payment_method_id for p in payments})
-                )
-            )
-        }
-        claims = []
-        for payment in payments:
-            method = methods[payment.payment_method_id]
-            attempt = _current_attempt(session, payment, method.provider.value)
-            claims.append(claim_of(payment, method, attempt))
+        claims = _attempts(session, payments)
         uow.commit()
         return claims
+
+
+def claim_held(session: Session, payments: Sequence[Payment], lease_seconds: int) -> list[Claim]:
+    """Claim pending payments this transaction created or locked, as `_claim` would.
+
+    Renewals create their payments and claim them in one transaction: the same rows as a
+    separate claim would leave (processing, leased, attempt recorded), a transaction and
+    re-reading every payment fewer. Charge them with `charge_claimed` after commit.
+    """
+    now = utcnow()
+    pending = sorted((p for p in payments if p.status is PaymentStatus.PENDING), key=_by_id)
+    for payment in pending:
+        payment.status = PaymentStatus.PROCESSING
+        payment.lease_until = now + timedelta(seconds=lease_seconds)
+        payment.updated_at = now
+    return _attempts(session, pending)
+
+
+def _by_id(payment: Payment) -> str:
+    return payment.id
+
+
+def _attempts(session: Session, payments: Sequence[Payment]) -> list[Claim]:
+    """The attempt to send for each claimed payment (recorded in this transaction)."""
+    if not payments:
+        return []
+    methods = {
+        m.id: m
+        for m in session.scalars(
+            select(PaymentMethod).where(
+                PaymentMethod.id.in_({p.payment_method_id for p in payments})
+            )
+        )
+    }
+    claims = []
+    for payment in payments:
+        method = methods[payment.payment_method_id]
+        attempt = _current_attempt(session, payment, method.provider.value)
+        claims.append(claim_of(payment, method, attempt))
+    return claims
 
 
 def _current_attempt(session: Session, payment: Payment, provider: str) -> PaymentAttempt:

@@ -1,8 +1,8 @@
 """Running what fell due: by the scheduler in real time, or by a test clock's advance.
 
-Each round locks a batch of subscriptions, does each one's next due thing at its due time
-and commits; the payments that created are charged right there, together (in the same
-worker, no extra message), and each payment's outcome moves its subscription
+Each round locks a batch of subscriptions, does each one's next due thing at its due time,
+claims the payments that created and commits; they are charged right there, together (in
+the same worker, no extra message), and each payment's outcome moves its subscription
 (billing_cycle.on_payment_settled).
 """
 
@@ -40,16 +40,16 @@ def run_due(
     """Do everything due by `until` for these subscriptions, one due thing each per round.
 
     Each round locks the subscriptions that are not locked elsewhere (SKIP LOCKED: another
-    worker already has them), does their next due thing in one transaction, then charges
-    the payments that created, together. Returns how many steps were done.
+    worker already has them), does their next due thing and claims the payments that
+    created in one transaction, then charges them, together. Returns how many steps were done.
     """
     pending, done = list(sub_ids), 0
-    for _ in range(max_rounds):
+    for number in range(max_rounds):
         if not pending:
             return done
-        pending, payment_ids = _round(uows, pending, until)
-        if payment_ids:
-            charge.charge_payments(uows, providers, payment_ids, lease_seconds=lease_seconds)
+        pending, claims = _round(uows, pending, until, lease_seconds, again=number > 0)
+        if claims:
+            charge.charge_claimed(uows, providers, claims)
         done += len(pending)
     if pending and max_rounds == MAX_STEPS:
         raise RuntimeError(f"more than {MAX_STEPS} due steps for {pending[:5]}")
@@ -57,15 +57,24 @@ def run_due(
 
 
 def _round(
-    uows: UnitOfWorkFactory, sub_ids: Sequence[str], until: datetime
-) -> tuple[list[str], list[str]]:
-    acted, payment_ids = [], []
+    uows: UnitOfWorkFactory,
+    sub_ids: Sequence[str],
+    until: datetime,
+    lease_seconds: int,
+    *,
+    again: bool,
+) -> tuple[list[str], list[charge.Claim]]:
+    acted: list[str] = []
+    payments: list[Payment] = []
+    query = select(Subscription).where(Subscription.id.in_(sub_ids))
+    if again:
+        # Our last round (or its payments' outcomes) scheduled them: only those still due
+        # (catching up on missed periods) are locked and read again, not all of them; the
+        # first round cannot filter, the scheduler's claim pushed next_event_at a lease ahead.
+        query = query.where(Subscription.next_event_at <= until)
     with uows() as uow:
         subs = uow.session.scalars(
-            select(Subscription)
-            .where(Subscription.id.in_(sub_ids))
-            .order_by(Subscription.id)
-            .with_for_update(skip_locked=True)
+            query.order_by(Subscription.id).with_for_update(skip_locked=True)
         ).all()
         for sub in subs:
             due = billing_cycle.next_due(sub)
@@ -75,9 +84,10 @@ def _round(
             payment = billing_cycle.apply_due(uow.session, sub, due)
             acted.append(sub.id)
             if payment is not None:
-                payment_ids.append(payment.id)
+                payments.append(payment)
+        claims = charge.claim_held(uow.session, payments, lease_seconds)
         uow.commit()
-    return acted, payment_ids
+    return acted, claims
 
 
 def claim_due(
@@ -90,21 +100,25 @@ def claim_due(
     if that worker dies.
     """
     now = utcnow()
+    due = (
+        select(Subscription.id)
+        .where(Subscription.test_clock_id.is_(None), Subscription.next_event_at <= now)
+        .order_by(Subscription.next_event_at)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+        .cte("due")
+    )
+    # One statement, claim and update (WITH ... UPDATE ... RETURNING): no round trip and no
+    # list of a batch of ids sent back to be parsed again (bench/renewals.py: the scanner).
     ids = list(
         uow.session.scalars(
-            select(Subscription.id)
-            .where(Subscription.test_clock_id.is_(None), Subscription.next_event_at <= now)
-            .order_by(Subscription.next_event_at)
-            .limit(batch)
-            .with_for_update(skip_locked=True)
+            update(Subscription)
+            .where(Subscription.id == due.c.id)
+            .values(next_event_at=now + timedelta(seconds=lease_seconds))
+            .returning(Subscription.id)
+            .execution_options(synchronize_session=False)
         )
     )
-    if ids:
-        uow.session.execute(
-            update(Subscription)
-            .where(Subscription.id.in_(ids))
-            .values(next_event_at=now + timedelta(seconds=lease_seconds))
-        )
     for start in range(0, len(ids), message_size):
         chunk = ids[start : start + message_size]
         uow.after_commit(partial(enqueue, "process_subscriptions", chunk))
