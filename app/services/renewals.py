@@ -17,7 +17,7 @@ from functools import partial
 from sqlalchemy import select, update
 
 from app.clock import utcnow
-from app.models import ClockStatus, Payment, PaymentStatus, Subscription, TestClock
+from app.models import ClockStatus, Payment, PaymentStatus, Plan, Subscription, TestClock
 from app.models.uow import UnitOfWork, UnitOfWorkFactory
 from app.providers.registry import ProviderRegistry
 from app.services import billing_cycle, charge
@@ -76,6 +76,9 @@ def _round(
         subs = uow.session.scalars(
             query.order_by(Subscription.id).with_for_update(skip_locked=True)
         ).all()
+        _held = list(  # in the session's identity map for apply_due, without a query each
+            uow.session.scalars(select(Plan).where(Plan.id.in_({s.plan_id for s in subs})))
+        )
         for sub in subs:
             due = billing_cycle.next_due(sub)
             if due is None or due.at > until:
