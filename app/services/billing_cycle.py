@@ -99,20 +99,30 @@ def charge_period(
     amount, sub.credit_balance = apply_credit(plan.amount, sub.credit_balance)
     if amount == 0:
         return None
-    payment = new_payment(
+    payment = subscription_payment(session, sub, amount, plan.currency, PaymentPurpose.CYCLE,
+                                   period_start=start)
+    sub.latest_payment_id = payment.id
+    return payment
+
+
+def subscription_payment(
+    session: Session, sub: Subscription, amount: int, currency: str, purpose: PaymentPurpose,
+    *, period_start: datetime | None = None, description: str | None = None,
+) -> Payment:
+    """A pending payment of the subscription's customer with its payment method."""
+    return new_payment(
         session,
         tenant_id=sub.tenant_id,
         livemode=sub.livemode,
         customer_id=sub.customer_id,
         payment_method_id=sub.payment_method_id,
         amount=amount,
-        currency=plan.currency,
-        purpose=PaymentPurpose.CYCLE,
+        currency=currency,
+        purpose=purpose,
         subscription_id=sub.id,
-        period_start=start,
+        period_start=period_start,
+        description=description,
     )
-    sub.latest_payment_id = payment.id
-    return payment
 
 
 def cancel(session: Session, sub: Subscription, at: datetime, reason: str) -> None:

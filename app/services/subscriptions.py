@@ -27,7 +27,6 @@ from app.models.uow import UnitOfWork
 from app.services import billing_cycle
 from app.services.clocks import now_for
 from app.services.errors import Conflict, Invalid
-from app.services.payments import new_payment
 from app.services.scope import Scope
 
 Enqueue = Callable[..., None]
@@ -160,16 +159,8 @@ def change_plan(
         change = proration.change_plan(old.amount, new.amount, start, end, at)
         sub.credit_balance += change.credit
         if change.charge:
-            payment = new_payment(
-                session,
-                tenant_id=sub.tenant_id,
-                livemode=sub.livemode,
-                customer_id=sub.customer_id,
-                payment_method_id=sub.payment_method_id,
-                amount=change.charge,
-                currency=new.currency,
-                purpose=PaymentPurpose.PRORATION,
-                subscription_id=sub.id,
+            payment = billing_cycle.subscription_payment(
+                session, sub, change.charge, new.currency, PaymentPurpose.PRORATION,
                 description=f"Proration: {old.code} -> {new.code}",
             )
             uow.after_commit(lambda: enqueue("charge_payment", payment.id))
