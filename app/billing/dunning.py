@@ -47,6 +47,19 @@ def validate_retry_days(retry_days: Sequence[int]) -> None:
         raise ValueError(f"retry days must be strictly increasing, got {days!r}")
 
 
+def failed_rounds(
+    first_failure_at: datetime, failed_at: datetime, retry_days: Sequence[int] = DEFAULT_RETRY_DAYS
+) -> int:
+    """Which failure of the schedule one at `failed_at` is (1 = the first, 2 = the first retry).
+
+    A renewal's failures are counted by the schedule, not by the payment's attempts: a
+    provider outage can fail one retry after several attempts, and still counts once.
+    """
+    first_failure_at = to_utc(first_failure_at, "first_failure_at")
+    failed_at = to_utc(failed_at, "failed_at")
+    return 1 + sum(1 for d in retry_days if first_failure_at + timedelta(days=d) <= failed_at)
+
+
 def after_failure(
     *,
     hard: bool,

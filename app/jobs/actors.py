@@ -34,6 +34,11 @@ _RETRY: dict[str, Any] = {
 }
 
 
+_CLOCK_RETRY = renewals.RetryPolicy(
+    _config.charge_max_retries, _config.charge_min_backoff_ms, _config.charge_max_backoff_ms
+)
+
+
 @dramatiq.actor(on_retry_exhausted="payment_retries_exhausted", **_RETRY)
 def charge_payment(payment_id: str) -> None:
     """Charge one payment at its provider (at most once)."""
@@ -71,13 +76,15 @@ def refund_payment(refund_id: str) -> None:
 def process_subscriptions(subscription_ids: list[str]) -> None:
     """Do whatever fell due for these subscriptions (renewals, retries, trial ends, ...)."""
     c = container()
-    renewals.run_due(c.uow, c.providers, subscription_ids, utcnow(),
-                     lease_seconds=c.config.payment_lease_seconds)
+    ran = renewals.run_due(c.uow, c.providers, subscription_ids, utcnow(),
+                           lease_seconds=c.config.payment_lease_seconds)
+    for payment_id in ran.to_retry:  # its own message retries it with backoff, then gives up
+        c.enqueue("charge_payment", payment_id, delay_ms=c.config.charge_min_backoff_ms)
 
 
 @dramatiq.actor(queue_name="default", time_limit=3_600_000, **_RETRY)
 def advance_test_clock(clock_id: str) -> None:
     """Run everything due on a test clock up to its new frozen time, then mark it ready."""
     c = container()
-    renewals.advance_clock(c.uow, c.providers, clock_id,
-                           lease_seconds=c.config.payment_lease_seconds)
+    renewals.advance_clock(c.uow, c.providers, c.enqueue, clock_id,
+                           lease_seconds=c.config.payment_lease_seconds, retry=_CLOCK_RETRY)

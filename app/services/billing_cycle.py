@@ -20,7 +20,6 @@ from app.billing.proration import apply_credit
 from app.billing.subscription_state import Event, Status, transition
 from app.events import outbox
 from app.models import (
-    AttemptStatus,
     Payment,
     PaymentPurpose,
     PaymentStatus,
@@ -176,12 +175,12 @@ def _unpaid(session: Session, sub: Subscription, payment: Payment, *, hard: bool
         outbox.record_subscription(session, "subscription.canceled", sub)
         return
     sub.first_failure_at = sub.first_failure_at or at
-    failed = sum(1 for a in payment.attempts if a.status is AttemptStatus.FAILED) or 1
+    days = retry_days(session, sub.tenant_id)
     decision = dunning.after_failure(
         hard=hard,
         first_failure_at=sub.first_failure_at,
-        failed_attempts=failed,
-        retry_days=retry_days(session, sub.tenant_id),
+        failed_attempts=dunning.failed_rounds(sub.first_failure_at, at, days),
+        retry_days=days,
     )
     if isinstance(decision, dunning.Retry):
         was = sub.status

@@ -73,7 +73,8 @@ def charge_payment(
     uows: UnitOfWorkFactory, providers: ProviderRegistry, payment_id: str, *, lease_seconds: int
 ) -> None:
     """Claim, charge and settle one payment; a transient provider error propagates for retry."""
-    charge_payments(uows, providers, [payment_id], lease_seconds=lease_seconds)
+    for outcome in charge_payments(uows, providers, [payment_id], lease_seconds=lease_seconds):
+        raise TransientProviderError(outcome.failure[1] if outcome.failure else "transient")
 
 
 def charge_payments(
@@ -82,21 +83,23 @@ def charge_payments(
     payment_ids: Sequence[str],
     *,
     lease_seconds: int,
-) -> None:
-    """Claim, charge and settle payments; after settling all, re-raise a transient error."""
-    charge_claimed(uows, providers, _claim(uows, payment_ids, lease_seconds))
+) -> list[Outcome]:
+    """Claim, charge and settle payments; returns the outcomes a transient error left to retry."""
+    return charge_claimed(uows, providers, _claim(uows, payment_ids, lease_seconds))
 
 
 def charge_claimed(
     uows: UnitOfWorkFactory, providers: ProviderRegistry, claims: Sequence[Claim]
-) -> None:
-    """Send claimed attempts to their providers, settle them, then re-raise a transient error."""
+) -> list[Outcome]:
+    """Send claimed attempts to their providers and settle them, together.
+
+    Returns the outcomes of transient errors: those payments stay `processing`, with no
+    lease, for the caller to retry (a new attempt) or give up on (`give_up`).
+    """
     outcomes = [_call(providers, claim) for claim in claims]
     if outcomes:
         settle(uows, outcomes)
-    for outcome in outcomes:
-        if outcome.retry:
-            raise TransientProviderError(outcome.failure[1] if outcome.failure else "transient")
+    return [outcome for outcome in outcomes if outcome.retry]
 
 
 def settle_result(uows: UnitOfWorkFactory, claim: Claim, result: ChargeResult) -> None:

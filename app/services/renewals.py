@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -20,12 +22,20 @@ from app.clock import utcnow
 from app.models import ClockStatus, Payment, PaymentStatus, Plan, Subscription, TestClock
 from app.models.uow import UnitOfWork, UnitOfWorkFactory
 from app.providers.registry import ProviderRegistry
-from app.services import billing_cycle, charge
+from app.services import billing_cycle, charge, reconcile
 
 log = logging.getLogger(__name__)
 Enqueue = Callable[..., None]
 MAX_STEPS = 100_000  # a runaway loop is a bug; stop it loudly
 UNSETTLED_POLL_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What `run_due` did: due steps taken, and payments a transient error left to retry."""
+
+    steps: int
+    to_retry: list[str]
 
 
 def run_due(
@@ -36,24 +46,27 @@ def run_due(
     *,
     lease_seconds: int,
     max_rounds: int = MAX_STEPS,
-) -> int:
+) -> Ran:
     """Do everything due by `until` for these subscriptions, one due thing each per round.
 
     Each round locks the subscriptions that are not locked elsewhere (SKIP LOCKED: another
     worker already has them), does their next due thing and claims the payments that
-    created in one transaction, then charges them, together. Returns how many steps were done.
+    created in one transaction, then charges them, together. A payment whose provider
+    failed transiently stays `processing` and is returned for the caller to retry.
     """
-    pending, done = list(sub_ids), 0
+    pending, steps, to_retry = list(sub_ids), 0, []
     for number in range(max_rounds):
         if not pending:
-            return done
+            break
         pending, claims = _round(uows, pending, until, lease_seconds, again=number > 0)
         if claims:
-            charge.charge_claimed(uows, providers, claims)
-        done += len(pending)
-    if pending and max_rounds == MAX_STEPS:
-        raise RuntimeError(f"more than {MAX_STEPS} due steps for {pending[:5]}")
-    return done
+            retry = charge.charge_claimed(uows, providers, claims)
+            to_retry += [outcome.claim.request.payment_id for outcome in retry]
+        steps += len(pending)
+    else:
+        if pending and max_rounds == MAX_STEPS:
+            raise RuntimeError(f"more than {MAX_STEPS} due steps for {pending[:5]}")
+    return Ran(steps, to_retry)
 
 
 def _round(
@@ -130,14 +143,26 @@ def claim_due(
 
 
 def advance_clock(
-    uows: UnitOfWorkFactory, providers: ProviderRegistry, clock_id: str, *, lease_seconds: int
+    uows: UnitOfWorkFactory,
+    providers: ProviderRegistry,
+    enqueue: Enqueue,
+    clock_id: str,
+    *,
+    lease_seconds: int,
+    retry: RetryPolicy,
 ) -> int:
-    """Run everything due on a test clock up to its frozen time, globally in time order."""
+    """Run everything due on a test clock up to its frozen time, globally in time order.
+
+    The clock turns ready only once every payment of its subscriptions is settled (or waits
+    on the customer): transient provider errors are retried here, up to the policy's limit,
+    then the payment fails as it would in real time, and `unknown` ones are reconciled.
+    """
     with uows() as uow:
         clock = uow.session.get_one(TestClock, clock_id)
         until = clock.frozen_time
+    settler = _Settler(uows, providers, enqueue, clock_id, lease_seconds, retry)
     steps = 0
-    _charge_unsettled(uows, providers, clock_id, lease_seconds=lease_seconds)
+    settler.settle_all()
     while steps < MAX_STEPS:
         with uows() as uow:
             sub_id = uow.session.scalar(
@@ -147,10 +172,11 @@ def advance_clock(
                 .limit(1)
             )
         if sub_id is None:
-            if _charge_unsettled(uows, providers, clock_id, lease_seconds=lease_seconds):
+            if settler.settle_all():
                 continue
             break
-        run_due(uows, providers, [sub_id], until, lease_seconds=lease_seconds, max_rounds=1)
+        settler.failed(run_due(uows, providers, [sub_id], until, lease_seconds=lease_seconds,
+                               max_rounds=1).to_retry)
         steps += 1
     with uows() as uow:
         clock = uow.session.get_one(TestClock, clock_id, with_for_update=True)
@@ -161,34 +187,79 @@ def advance_clock(
     return steps
 
 
-def _charge_unsettled(
-    uows: UnitOfWorkFactory, providers: ProviderRegistry, clock_id: str, *, lease_seconds: int
-) -> bool:
-    """Charge the clock's subscription payments that are still unsettled; False if none were.
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often, and how long apart, a transient provider error is retried."""
+
+    max_retries: int
+    min_backoff_ms: int
+    max_backoff_ms: int
+
+    def backoff_seconds(self, retries: int) -> float:
+        return float(min(self.min_backoff_ms << max(retries - 1, 0), self.max_backoff_ms)) / 1000
+
+
+@dataclass
+class _Settler:
+    """Settles a clock's unsettled subscription payments before its time moves on.
 
     A first, resume or proration payment is charged by its own message, which may not have
-    run yet when the clock advances; its outcome moves the subscription, so the clock waits
-    for it. One that another worker is charging right now is waited for (its lease bounds it).
+    run yet when the clock advances; its outcome moves the subscription, so the clock charges
+    it here. One that another worker is charging right now is waited for (its lease bounds
+    it). Transient failures are counted per payment for this advance.
     """
-    found = False
-    while ids := _unsettled(uows, clock_id):
-        found = True
-        charge.charge_payments(uows, providers, ids, lease_seconds=lease_seconds)
-        if _unsettled(uows, clock_id) == ids:
-            time.sleep(UNSETTLED_POLL_SECONDS)
-    return found
 
+    uows: UnitOfWorkFactory
+    providers: ProviderRegistry
+    enqueue: Enqueue
+    clock_id: str
+    lease_seconds: int
+    retry: RetryPolicy
+    transient: Counter[str] = field(default_factory=Counter)
 
-def _unsettled(uows: UnitOfWorkFactory, clock_id: str) -> list[str]:
-    with uows() as uow:
-        return list(
-            uow.session.scalars(
-                select(Payment.id)
-                .join(Subscription, Payment.subscription_id == Subscription.id)
-                .where(
-                    Subscription.test_clock_id == clock_id,
-                    Payment.status.in_((PaymentStatus.PENDING, PaymentStatus.PROCESSING)),
+    def failed(self, payment_ids: Sequence[str]) -> None:
+        self.transient.update(payment_ids)
+
+    def settle_all(self) -> bool:
+        """Settle every open payment of the clock; False if there was none."""
+        found = False
+        while rows := self._unsettled():
+            found = True
+            if waited := max(self.transient[pid] for pid, _ in rows):
+                time.sleep(self.retry.backoff_seconds(waited))
+            due = []
+            for payment_id, status in rows:
+                if status is PaymentStatus.UNKNOWN:
+                    reconcile.reconcile_payment(self.uows, self.providers, self.enqueue,
+                                                payment_id)
+                elif self.transient[payment_id] > self.retry.max_retries:
+                    charge.give_up(self.uows, payment_id)
+                else:
+                    due.append(payment_id)
+            if due:
+                retry = charge.charge_payments(self.uows, self.providers, due,
+                                               lease_seconds=self.lease_seconds)
+                self.failed([outcome.claim.request.payment_id for outcome in retry])
+            after = self._unsettled()
+            self.failed([pid for pid, status in after if status is PaymentStatus.UNKNOWN])
+            if after == rows:
+                time.sleep(UNSETTLED_POLL_SECONDS)  # another worker holds them: wait its lease
+        return found
+
+    def _unsettled(self) -> list[tuple[str, PaymentStatus]]:
+        with self.uows() as uow:
+            return [
+                (row.id, row.status)
+                for row in uow.session.execute(
+                    select(Payment.id, Payment.status)
+                    .join(Subscription, Payment.subscription_id == Subscription.id)
+                    .where(
+                        Subscription.test_clock_id == self.clock_id,
+                        Payment.status.in_(
+                            (PaymentStatus.PENDING, PaymentStatus.PROCESSING,
+                             PaymentStatus.UNKNOWN)
+                        ),
+                    )
+                    .order_by(Payment.id)
                 )
-                .order_by(Payment.id)
-            )
-        )
+            ]

@@ -182,7 +182,7 @@ def test_concurrent_run_due_calls_charge_once(
         try:
             barrier.wait(timeout=10)
             done.append(renewals.run_due(container.uow, container.providers, [sub_id],
-                                         utcnow(), lease_seconds=5))
+                                         utcnow(), lease_seconds=5).steps)
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
 

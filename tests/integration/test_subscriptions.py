@@ -119,6 +119,33 @@ def test_dunning_exhausted_cancels_after_four_attempts(api: Api, worker: object)
     assert payment["status"] == "failed"
 
 
+def test_provider_down_through_an_advance_fails_the_renewal_and_the_clock_turns_ready(
+    api: Api, worker: object, container: Container
+) -> None:
+    c = clock(api, "2024-05-01T00:00:00Z")
+    sub = subscribe(api, plan(api, trial_days=1)["id"], "tok_error", clock_id=c["id"])
+    advance(api, c["id"], "2024-05-02T12:00:00Z")
+    assert subscription(api, sub["id"])["status"] == "past_due"
+    [payment] = payments_of(api, sub["id"])
+    assert (payment["status"], payment["failure_code"]) == ("failed", "provider_unavailable")
+    assert len(payment["attempts"]) == 1 + container.config.charge_max_retries
+    advance(api, c["id"], "2024-06-01T00:00:00Z")  # every dunning retry meets the outage too
+    assert subscription(api, sub["id"])["status"] == "canceled"
+    charges = api.ok(api.get(f"/sandbox/charges?payment_id={payment['id']}"), 200)
+    assert charges["data"] == []
+
+
+def test_an_advance_waits_for_a_lost_answer_to_be_reconciled(api: Api, worker: object) -> None:
+    c = clock(api, "2024-05-01T00:00:00Z")
+    sub = subscribe(api, plan(api, trial_days=1)["id"], "tok_timeout", clock_id=c["id"])
+    advance(api, c["id"], "2024-05-02T12:00:00Z")
+    assert subscription(api, sub["id"])["status"] == "active"
+    [payment] = payments_of(api, sub["id"])
+    assert payment["status"] == "succeeded"
+    charges = api.ok(api.get(f"/sandbox/charges?payment_id={payment['id']}"), 200)
+    assert len(charges["data"]) == 1
+
+
 def test_upgrade_at_half_period_charges_exactly_1500(api: Api, worker: object) -> None:
     c = clock(api, "2024-04-01T00:00:00Z")
     small, big = plan(api, 3000, interval="day", interval_count=2), plan(api, 6000,

@@ -14,6 +14,7 @@ from app.billing.dunning import (
     GiveUp,
     Retry,
     after_failure,
+    failed_rounds,
     validate_retry_days,
 )
 
@@ -112,3 +113,20 @@ def test_rejects_naive_datetimes() -> None:
         after_failure(hard=False, first_failure_at=datetime(2024, 1, 1), failed_attempts=1)
     with pytest.raises(ValueError, match="timezone-aware"):
         Retry(at=datetime(2024, 1, 1))
+
+
+@given(schedules, firsts, st.integers(min_value=1, max_value=15))
+def test_a_failure_at_each_scheduled_retry_counts_as_the_next_round(
+    days: tuple[int, ...], first: datetime, attempt: int
+) -> None:
+    """Failing at round k's retry time leads to round k+1's retry, until the schedule ends."""
+    at = first
+    for k in range(1, min(attempt, len(days) + 1) + 1):
+        assert failed_rounds(first, at, days) == k
+        outcome = after_failure(hard=False, first_failure_at=first, failed_attempts=k,
+                                retry_days=days)
+        if k > len(days):
+            assert outcome == GiveUp()
+            break
+        assert isinstance(outcome, Retry)
+        at = outcome.at
