@@ -128,7 +128,7 @@ def steady_load(uows: Any, rate: int, seconds: float) -> dict[str, float]:
                     payment_object(),
                     tenant_id=TENANT,
                     livemode=False,
-                ).event_id
+                )
                 for _ in range(per_txn)
             ]
             uow.commit()

@@ -70,7 +70,7 @@ RENEWAL_STEPS = {
     "provider calls (sandbox ledger, a transaction each)": "_call (app/services/charge.py",
     "settle: lock, record outcomes + events, commit": "settle (app/services/charge.py",
     "ORM flush (all steps)": "Session._flush (",
-    "outbox.record (render + add)": "record (app/events/outbox.py",
+    "outbox.record (render)": "record (app/events/outbox.py",
 }
 #: Where the stacks end: waiting on a server (or for the CPU) rather than running Python.
 RENEWAL_LEAVES = {

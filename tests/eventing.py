@@ -272,9 +272,10 @@ def record(container: Container, event_type: str, obj: dict[str, Any], tenant_id
     the services hold the object's row lock."""
     with container.uow() as uow:
         uow.session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": obj["id"]})
-        event = outbox.record(uow.session, event_type, obj, tenant_id=tenant_id, livemode=False)
+        event_id = outbox.record(uow.session, event_type, obj, tenant_id=tenant_id,
+                                 livemode=False)
         uow.commit()
-        return event.event_id
+        return event_id
 
 
 def outbox_order(container: Container, tenant_id: str) -> dict[str, list[str]]:

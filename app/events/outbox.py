@@ -1,10 +1,16 @@
-"""Writes events into the outbox inside the caller's transaction."""
+"""Writes events into the outbox inside the caller's transaction.
+
+`record` renders the event at once (the object as it is now) and keeps the row on the
+session; every row the transaction recorded is inserted in one statement just before it
+commits, in the order recorded, and dropped if it rolls back. (An ORM object per event,
+flushed one by one, was a third of a renewal's CPU in bench/renewals.py.)
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import inspect
+from sqlalchemy import Table, event, insert, inspect
 from sqlalchemy.orm import Session
 
 from app import render
@@ -19,27 +25,45 @@ TOPICS = {"payment": "billing.payments", "subscription": "billing.subscriptions"
 
 def record(
     session: Session, event_type: str, obj: dict[str, Any], *, tenant_id: str, livemode: bool
-) -> OutboxEvent:
-    """Add the event `event_type` (e.g. "payment.succeeded") about `obj` to the outbox."""
+) -> str:
+    """Add the event `event_type` (e.g. "payment.succeeded") about `obj`; returns its id."""
     kind = event_type.split(".", 1)[0]
     event_id = new_id("evt")
+    now = utcnow()
     payload = {
         "id": event_id,
         "type": event_type,
         "schema_version": SCHEMA_VERSION,
-        "occurred_at": timestamp(utcnow()),
+        "occurred_at": timestamp(now),
         "tenant_id": tenant_id,
         "livemode": livemode,
         "data": {"object": obj},
     }
-    event = OutboxEvent(
-        event_id=event_id, topic=TOPICS[kind], key=obj["id"], type=event_type, payload=payload
-    )
-    session.add(event)
-    return event
+    session.info.setdefault(_PENDING, []).append({
+        "event_id": event_id, "topic": TOPICS[kind], "key": obj["id"], "type": event_type,
+        "payload": payload, "created_at": now,
+    })
+    return event_id
 
 
-def record_payment(session: Session, event_type: str, payment: Payment) -> OutboxEvent:
+_PENDING = "outbox_pending"
+_INSERT = insert(cast(Table, OutboxEvent.__table__))
+
+
+@event.listens_for(Session, "before_commit")
+def flush(session: Session) -> None:
+    """Insert the events recorded so far (run before every commit, in its transaction)."""
+    rows = session.info.pop(_PENDING, None)
+    if rows:
+        session.execute(_INSERT, rows)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_pending(session: Session, previous_transaction: object) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def record_payment(session: Session, event_type: str, payment: Payment) -> str:
     """Add a `payment.*` event carrying the payment as the API shows it once this commits."""
     if inspect(payment).persistent:
         # Set now what the flush's onupdate would set later, so the event shows it too.
@@ -55,7 +79,7 @@ def record_payment(session: Session, event_type: str, payment: Payment) -> Outbo
 
 def record_subscription(
     session: Session, event_type: str, subscription: Subscription
-) -> OutboxEvent:
+) -> str:
     """Add a `subscription.*` event carrying the subscription as the API shows it now."""
     return record(
         session, event_type, render.subscription(subscription),

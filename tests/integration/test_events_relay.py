@@ -106,22 +106,22 @@ def test_a_row_committed_after_a_higher_id_is_not_skipped(
     customer = api.customer()
     slow = container.uow().__enter__()
     try:
-        early = outbox.record(slow.session, "subscription.created",
-                              subscription_object(customer["id"], "incomplete"),
-                              tenant_id=api.tenant_id, livemode=False)
-        slow.session.flush()  # takes the lower id, stays uncommitted
+        early_id = outbox.record(slow.session, "subscription.created",
+                                 subscription_object(customer["id"], "incomplete"),
+                                 tenant_id=api.tenant_id, livemode=False)
+        outbox.flush(slow.session)  # inserted: it takes the lower id, stays uncommitted
         late_id = record(container, "subscription.created",
                          subscription_object(customer["id"], "incomplete"), api.tenant_id)
         collector.wait_for({late_id})
-        assert early.event_id not in collector.ids()
+        assert early_id not in collector.ids()
         slow.commit()
     finally:
         slow.__exit__(None, None, None)
     with container.uow() as uow:
-        ids = [early.id, uow.session.scalar(select(OutboxEvent.id).where(
-            OutboxEvent.event_id == late_id))]
+        ids = [uow.session.scalar(select(OutboxEvent.id).where(OutboxEvent.event_id == event_id))
+               for event_id in (early_id, late_id)]
     assert ids[0] < ids[1]
-    collector.wait_for({early.event_id})
+    collector.wait_for({early_id})
 
 
 def test_several_relays_keep_order_per_key_under_concurrent_writers(
