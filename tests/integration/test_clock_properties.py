@@ -195,7 +195,9 @@ def test_plan_change_money_is_conserved_through_renewals(
     old_plan, new_plan = world.plan(old, "day", 2), world.plan(new, "day", 2)
     sub_id = world.subscribe(old_plan)
     end = add_intervals(anchor, "day", 2, 1)
-    at = anchor + (end - anchor) * share
+    # Whole seconds, floored: strictly inside the period (a float product can round up to
+    # `end` itself, where the renewal happens first and the change prorates the next period).
+    at = anchor + timedelta(seconds=int((end - anchor).total_seconds() * share))
     if at > anchor:
         world.advance(at)
     world.do(lambda u: subscriptions.change_plan(
