@@ -9,7 +9,7 @@ The same code runs for real time and for test clocks; only the `until` time diff
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import select
@@ -29,7 +29,10 @@ from app.models import (
 )
 from app.services.payments import new_payment
 
-DueKind = Literal["trial_will_end", "trial_end", "renew", "cancel", "retry"]
+DueKind = Literal["trial_will_end", "trial_end", "renew", "cancel", "retry", "expire"]
+#: How long a new subscription may stay `incomplete` (its first payment waiting on the
+#: customer, e.g. 3-D Secure) before it expires, as at Stripe.
+INCOMPLETE_EXPIRY = timedelta(hours=23)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ def next_due(sub: Subscription) -> Due | None:
         return Due("cancel" if sub.cancel_at_period_end else "renew", sub.current_period_end)
     if sub.status is Status.PAST_DUE and sub.retry_at is not None:
         return Due("retry", sub.retry_at)
+    if sub.status is Status.INCOMPLETE:
+        return Due("expire", sub.created_at + INCOMPLETE_EXPIRY)
     return None
 
 
@@ -81,7 +86,11 @@ def apply_due(session: Session, sub: Subscription, due: Due) -> Payment | None:
         payment = charge_period(session, sub, plan, start)
         if payment is None:
             _paid(session, sub)
+    elif due.kind == "expire":
+        _expire_if_unpaid(session, sub, due.at)
     schedule(sub)
+    if due.kind == "expire" and sub.status is Status.INCOMPLETE:
+        sub.next_event_at = None  # its first payment is being charged; the outcome decides
     if due.kind == "retry":
         retried = session.get_one(Payment, sub.latest_payment_id, with_for_update=True)
         if retried.status is PaymentStatus.FAILED:
@@ -122,6 +131,25 @@ def subscription_payment(
         period_start=period_start,
         description=description,
     )
+
+
+def _expire_if_unpaid(session: Session, sub: Subscription, at: datetime) -> None:
+    """End an `incomplete` subscription whose first payment still waits on the customer.
+
+    A first payment still being charged (pending, processing, unknown) is left to finish:
+    its outcome activates or expires the subscription. One waiting on the customer stays as
+    it is at the provider; if the customer completes it after all, the payment shows it.
+    """
+    first = session.get(Payment, sub.latest_payment_id) if sub.latest_payment_id else None
+    if first is None or first.status in (PaymentStatus.REQUIRES_ACTION, PaymentStatus.FAILED):
+        _expire(session, sub, at)
+
+
+def _expire(session: Session, sub: Subscription, at: datetime) -> None:
+    sub.status = transition(sub.status, Event.FIRST_PAYMENT_FAILED)
+    sub.canceled_at = at
+    sub.cancellation_reason = "payment_failed"
+    outbox.record_subscription(session, "subscription.canceled", sub)
 
 
 def cancel(session: Session, sub: Subscription, at: datetime, reason: str) -> None:
@@ -169,10 +197,7 @@ def _paid(session: Session, sub: Subscription) -> None:
 def _unpaid(session: Session, sub: Subscription, payment: Payment, *, hard: bool) -> None:
     at = sub.retry_at or payment.period_start or payment.created_at
     if sub.status is Status.INCOMPLETE:
-        sub.status = transition(sub.status, Event.FIRST_PAYMENT_FAILED)
-        sub.canceled_at = at
-        sub.cancellation_reason = "payment_failed"
-        outbox.record_subscription(session, "subscription.canceled", sub)
+        _expire(session, sub, at)
         return
     sub.first_failure_at = sub.first_failure_at or at
     days = retry_days(session, sub.tenant_id)

@@ -64,6 +64,23 @@ def test_first_payment_declined_expires(api: Api, worker: object) -> None:
     assert expired["cancellation_reason"] == "payment_failed"
 
 
+def test_incomplete_expires_23_hours_after_creation(api: Api, worker: object) -> None:
+    c = clock(api, "2024-05-01T00:00:00Z")
+    sub = subscribe(api, plan(api)["id"], "tok_action", clock_id=c["id"])
+    advance(api, c["id"], "2024-05-01T22:59:59Z")
+    [payment] = payments_of(api, sub["id"])
+    assert payment["status"] == "requires_action"
+    assert subscription(api, sub["id"])["status"] == "incomplete"
+    advance(api, c["id"], "2024-05-01T23:00:00Z")
+    expired = subscription(api, sub["id"])
+    assert (expired["status"], expired["canceled_at"], expired["cancellation_reason"]) == (
+        "incomplete_expired", "2024-05-01T23:00:00Z", "payment_failed")
+    [payment] = payments_of(api, sub["id"])
+    assert payment["status"] == "requires_action"  # left as it is at the provider
+    advance(api, c["id"], "2024-08-01T00:00:00Z")
+    assert payments_of(api, sub["id"]) == [payment]
+
+
 def events(container: Container, key: str, event_type: str) -> list[dict[str, Any]]:
     with container.uow() as uow:
         rows = uow.session.scalars(
