@@ -38,6 +38,7 @@ class Config:
     stripe_api_base: str = ""
     paypal_api_base: str = ""
     provider_timeout_seconds: float = 30.0
+    provider_concurrency: int = 8
     payment_return_url: str = "http://localhost:8000/"
     # Scheduler
     renewal_interval_seconds: float = 2.0

@@ -151,13 +151,15 @@ def builders(config: Config) -> dict[str, Builder]:
                 for m, v in by_mode.items()}
         return StripeProvider(keys, api_base=config.stripe_api_base,
                               timeout=config.provider_timeout_seconds,
+                              concurrency=config.provider_concurrency,
                               return_url=config.payment_return_url)
 
     def paypal(by_mode: dict[bool, dict[str, str]]) -> PaymentProvider:
         keys = {m: PayPalKeys(v["client_id"], v["client_secret"], v.get("webhook_id", ""))
                 for m, v in by_mode.items()}
         return PayPalProvider(keys, api_base=config.paypal_api_base,
-                              timeout=config.provider_timeout_seconds)
+                              timeout=config.provider_timeout_seconds,
+                              concurrency=config.provider_concurrency)
 
     return {"stripe": stripe, "paypal": paypal}
 

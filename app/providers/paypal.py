@@ -11,7 +11,7 @@ finds an attempt's order ("get order"). No SDK exception leaves this module.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +39,7 @@ from app.providers.base import (
     RefundRequest,
     RefundResult,
     WebhookEvent,
+    charge_each,
 )
 from app.providers.errors import (
     InvalidPaymentMethod,
@@ -128,7 +129,8 @@ class PayPalProvider:
     name = "paypal"
 
     def __init__(self, keys: Mapping[bool, PayPalKeys], *, api_base: str = "",
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, concurrency: int = 1) -> None:
+        self._concurrency = concurrency
         self._accounts = {livemode: _account(k, livemode, api_base, timeout)
                           for livemode, k in keys.items()}
 
@@ -145,6 +147,9 @@ class PayPalProvider:
             return CardDetails(brand=str(card.get("brand", "card")).lower(),
                                last4=card.get("last_digits"))
         return CardDetails(brand="paypal", last4=None)
+
+    def charge_many(self, requests: Sequence[ChargeRequest]) -> list[ChargeResult | ProviderError]:
+        return charge_each(self.charge, requests, self._concurrency)
 
     def charge(self, request: ChargeRequest) -> ChargeResult:
         account = self._account(request.livemode)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from circuitbreaker import CircuitBreaker
 
-from app.providers.base import PaymentProvider
+from app.providers.base import ChargeRequest, ChargeResult, PaymentProvider
 from app.providers.errors import (
+    ProviderError,
     ProviderNotConfigured,
     ProviderUnreachable,
     TransientProviderError,
@@ -68,6 +69,28 @@ class ProviderRegistry:
             raise ProviderUnreachable(f"{name}: circuit open, failing fast")
         result: T = breaker.call(fn, adapter)
         return result
+
+    def charge_many(
+        self, name: str, tenant_id: str, requests: Sequence[ChargeRequest]
+    ) -> list[ChargeResult | ProviderError]:
+        """Charge a batch at one provider for one tenant, each result counted by the breaker
+        as one call; an open breaker fails them all fast as unreachable."""
+        try:
+            adapter = self.get(name, tenant_id)
+        except ProviderNotConfigured as exc:
+            return [exc] * len(requests)
+        breaker = self._breaker(name, tenant_id)
+        if breaker.opened:
+            return [ProviderUnreachable(f"{name}: circuit open, failing fast")] * len(requests)
+        results = adapter.charge_many(requests)
+        for result in results:
+            try:
+                with breaker:  # counts an expected (transient) error, resets on anything else
+                    if isinstance(result, ProviderError):
+                        raise result
+            except ProviderError:
+                pass
+        return results
 
     def _breaker(self, name: str, tenant_id: str) -> CircuitBreaker:
         with self._lock:

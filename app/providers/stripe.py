@@ -11,7 +11,7 @@ what an attempt did. No `stripe.*` exception leaves this module.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +30,7 @@ from app.providers.base import (
     RefundRequest,
     RefundResult,
     WebhookEvent,
+    charge_each,
 )
 from app.providers.errors import (
     InvalidPaymentMethod,
@@ -69,9 +70,10 @@ class StripeProvider:
     name = "stripe"
 
     def __init__(self, keys: Mapping[bool, StripeKeys], *, api_base: str = "",
-                 timeout: float = 30.0, return_url: str = "") -> None:
+                 timeout: float = 30.0, return_url: str = "", concurrency: int = 1) -> None:
         self._keys = dict(keys)
         self._return_url = return_url
+        self._concurrency = concurrency
         self._clients = {
             livemode: stripe.StripeClient(
                 k.secret_key,
@@ -112,6 +114,9 @@ class StripeProvider:
         except _UnexpectedState:
             intent = self._retrieve(client, intent["id"])
         return _result(intent)
+
+    def charge_many(self, requests: Sequence[ChargeRequest]) -> list[ChargeResult | ProviderError]:
+        return charge_each(self.charge, requests, self._concurrency)
 
     def lookup(self, request: ChargeRequest) -> ChargeResult | None:
         client = self._client(request.livemode)

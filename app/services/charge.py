@@ -96,7 +96,7 @@ def charge_claimed(
     Returns the outcomes of transient errors: those payments stay `processing`, with no
     lease, for the caller to retry (a new attempt) or give up on (`give_up`).
     """
-    outcomes = [_call(providers, claim) for claim in claims]
+    outcomes = _call_all(providers, claims)
     if outcomes:
         settle(uows, outcomes)
     return [outcome for outcome in outcomes if outcome.retry]
@@ -245,20 +245,32 @@ def _current_attempt(session: Session, payment: Payment, provider: str) -> Payme
     return attempt
 
 
-def _call(providers: ProviderRegistry, claim: Claim) -> Outcome:
-    request = claim.request
-    try:
-        result = providers.call(claim.provider, request.tenant_id, lambda p: p.charge(request))
-    except PaymentDeclined as exc:
-        return Outcome(claim, AttemptStatus.FAILED, failure=(exc.code, exc.message), hard=exc.hard)
-    except OutcomeUnknown:
+def _call_all(providers: ProviderRegistry, claims: Sequence[Claim]) -> list[Outcome]:
+    """Send the claims to their providers, one batch per provider and tenant."""
+    batches: dict[tuple[str, str], list[int]] = {}
+    for index, claim in enumerate(claims):
+        batches.setdefault((claim.provider, claim.request.tenant_id), []).append(index)
+    outcomes: list[Outcome | None] = [None] * len(claims)
+    for (provider, tenant_id), indexes in batches.items():
+        results = providers.charge_many(provider, tenant_id,
+                                        [claims[i].request for i in indexes])
+        for index, result in zip(indexes, results, strict=True):
+            outcomes[index] = _outcome_of(claims[index], result)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _outcome_of(claim: Claim, result: ChargeResult | ProviderError) -> Outcome:
+    if not isinstance(result, ProviderError):
+        return _outcome(claim, result)
+    if isinstance(result, PaymentDeclined):
+        return Outcome(claim, AttemptStatus.FAILED, failure=(result.code, result.message),
+                       hard=result.hard)
+    if isinstance(result, OutcomeUnknown):
         return Outcome(claim, AttemptStatus.UNKNOWN)
-    except TransientProviderError as exc:
-        return Outcome(claim, AttemptStatus.FAILED, failure=(exc.code, str(exc)), retry=True,
-                       unreached=isinstance(exc, ProviderUnreachable))
-    except ProviderError as exc:
-        return Outcome(claim, AttemptStatus.FAILED, failure=(exc.code, str(exc)), hard=True)
-    return _outcome(claim, result)
+    if isinstance(result, TransientProviderError):
+        return Outcome(claim, AttemptStatus.FAILED, failure=(result.code, str(result)),
+                       retry=True, unreached=isinstance(result, ProviderUnreachable))
+    return Outcome(claim, AttemptStatus.FAILED, failure=(result.code, str(result)), hard=True)
 
 
 def _outcome(claim: Claim, result: ChargeResult) -> Outcome:

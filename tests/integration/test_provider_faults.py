@@ -15,6 +15,7 @@ import pytest
 from app.ids import new_id
 from app.providers.base import ChargeRequest
 from app.providers.errors import ProviderRateLimited
+from app.services import charge
 from tests.sim.fixtures import TOKENS, Merchant, Sims
 from tests.sim.paypal_sim import PayPalSim
 from tests.sim.stripe_sim import StripeSim
@@ -163,3 +164,18 @@ def test_declines_settle_the_payment_hard_or_soft(
     assert hard["failure_code"] in ("stolen_card", "transaction_refused")
     assert soft["failure_code"] in ("insufficient_funds", "instrument_declined")
     assert sims.ledger(provider, hard["id"]) + sims.ledger(provider, soft["id"]) == 0
+
+
+@PROVIDERS
+def test_a_batch_is_charged_concurrently(merchant: Merchant, sims: Sims, provider: str) -> None:
+    """The calls of one batch (a renewal message) are in flight at once, not one by one."""
+    payments = [merchant.pay(provider, TOKENS[provider]["ok"]) for _ in range(3)]
+    getattr(sims, provider).gate(MONEY_CALL[provider], parties=3)
+    c = merchant.container
+    assert c.config.provider_concurrency >= 3
+    retry = charge.charge_payments(c.uow, c.providers, [p["id"] for p in payments],
+                                   lease_seconds=c.config.payment_lease_seconds)
+    assert retry == []
+    for payment in payments:
+        assert merchant.payment(payment["id"])["status"] == "succeeded"
+        assert sims.ledger(provider, payment["id"]) == 1

@@ -8,6 +8,9 @@ with a `Reply`. Faults queued with `inject` hit the next matching requests:
 - `lost`: the request is processed (a charge is made), then the connection is reset,
   so the client never sees the answer;
 - `delay`: the request is processed, then the answer waits `seconds` (a client timeout).
+
+`gate` holds the next `parties` matching requests until all of them have arrived: requests
+sent one after the other never get through it (they are answered 500 after `timeout`).
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class SimServer:
         self.lock = threading.RLock()
         self.seen: list[Seen] = []
         self._faults: list[Fault] = []
+        self._gates: list[tuple[str, str, threading.Barrier]] = []
         self._httpd = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
                                         daemon=True)
@@ -87,9 +91,16 @@ class SimServer:
         with self.lock:
             self._faults.append(Fault(kind, method, pattern, count, retry_after, seconds))
 
+    def gate(self, pattern: str, parties: int, *, method: str = "*",
+             timeout: float = 10.0) -> None:
+        """Hold the next `parties` requests matching `method` and `pattern` until all came."""
+        with self.lock:
+            self._gates.append((method, pattern, threading.Barrier(parties, timeout=timeout)))
+
     def clear_faults(self) -> None:
         with self.lock:
             self._faults.clear()
+            self._gates.clear()
 
     def requests_to(self, pattern: str, method: str = "*") -> list[Seen]:
         with self.lock:
@@ -117,6 +128,16 @@ class SimServer:
         """Apply a pending fault, or process the request and answer it."""
         with self.lock:
             self.seen.append(seen)
+            gate = next((g for g in self._gates if _matches(g[0], g[1], seen.method, seen.path)),
+                        None)
+        if gate is not None:
+            try:
+                if gate[2].wait() == 0:
+                    with self.lock:
+                        self._gates.remove(gate)
+            except threading.BrokenBarrierError:
+                respond(self.error_reply(500))
+                return
         fault = self._take_fault(seen.method, seen.path)
         if fault is not None and fault.kind in ("500", "429"):
             reply = self.error_reply(int(fault.kind))
