@@ -209,14 +209,15 @@ def _attempts(session: Session, payments: Sequence[Payment]) -> list[Claim]:
     """The attempt to send for each claimed payment (recorded in this transaction)."""
     if not payments:
         return []
-    methods = {
-        m.id: m
-        for m in session.scalars(
-            select(PaymentMethod).where(
-                PaymentMethod.id.in_({p.payment_method_id for p in payments})
+    with session.no_autoflush:  # payments created in this transaction go in once, claimed
+        methods = {
+            m.id: m
+            for m in session.scalars(
+                select(PaymentMethod).where(
+                    PaymentMethod.id.in_({p.payment_method_id for p in payments})
+                )
             )
-        )
-    }
+        }
     claims = []
     for payment in payments:
         method = methods[payment.payment_method_id]
