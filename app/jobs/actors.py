@@ -10,7 +10,7 @@ from sqlalchemy.exc import OperationalError
 
 from app.clock import utcnow
 from app.jobs.runtime import container
-from app.providers.errors import TransientProviderError
+from app.providers.errors import ProviderRateLimited, TransientProviderError
 from app.services import charge, reconcile, refunds, renewals
 
 _config = container().config
@@ -22,7 +22,7 @@ def _transient(retries: int, exc: BaseException) -> bool:
     Transient: the provider did not process the request, or our database or Redis blinked.
     Declines and lost answers are settled by the services and never raised here.
     """
-    transient = (TransientProviderError, OperationalError, redis.RedisError)
+    transient = (TransientProviderError, dramatiq.Retry, OperationalError, redis.RedisError)
     return isinstance(exc, transient) and retries < _config.charge_max_retries
 
 
@@ -34,7 +34,7 @@ _RETRY: dict[str, Any] = {
 }
 
 
-_CLOCK_RETRY = renewals.RetryPolicy(
+_POLICY = charge.RetryPolicy(
     _config.charge_max_retries, _config.charge_min_backoff_ms, _config.charge_max_backoff_ms
 )
 
@@ -43,9 +43,15 @@ _CLOCK_RETRY = renewals.RetryPolicy(
 def charge_payment(payment_id: str) -> None:
     """Charge one payment at its provider (at most once)."""
     c = container()
-    charge.charge_payment(
-        c.uow, c.providers, payment_id, lease_seconds=c.config.payment_lease_seconds
-    )
+    try:
+        charge.charge_payment(
+            c.uow, c.providers, payment_id, lease_seconds=c.config.payment_lease_seconds
+        )
+    except ProviderRateLimited as exc:
+        delay = _POLICY.wait_ms(exc)
+        if delay is None:
+            raise
+        raise dramatiq.Retry(str(exc), delay=delay) from exc  # the provider's Retry-After
 
 
 @dramatiq.actor
@@ -87,4 +93,4 @@ def advance_test_clock(clock_id: str) -> None:
     """Run everything due on a test clock up to its new frozen time, then mark it ready."""
     c = container()
     renewals.advance_clock(c.uow, c.providers, c.enqueue, clock_id,
-                           lease_seconds=c.config.payment_lease_seconds, retry=_CLOCK_RETRY)
+                           lease_seconds=c.config.payment_lease_seconds, retry=_POLICY)

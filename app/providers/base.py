@@ -103,6 +103,10 @@ class PaymentProvider(Protocol):
         """Charge once per idempotency key; a repeated key returns the first outcome."""
         ...
 
+    def charge_many(self, requests: Sequence[ChargeRequest]) -> list[ChargeResult | ProviderError]:
+        """Each request charged as `charge` would, independently: its result or its error."""
+        ...
+
     def lookup(self, request: ChargeRequest) -> ChargeResult | None:
         """The charge made with this request's idempotency key, or None if there is none."""
         ...

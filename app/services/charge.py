@@ -35,6 +35,7 @@ from app.providers.errors import (
     OutcomeUnknown,
     PaymentDeclined,
     ProviderError,
+    ProviderRateLimited,
     ProviderUnreachable,
     TransientProviderError,
 )
@@ -67,14 +68,38 @@ class Outcome:
     retry: bool = False  # a transient error: the payment stays processing for the next attempt
     hard: bool = False
     unreached: bool = False  # the request never reached the provider (may fail over)
+    retry_after: float | None = None  # the provider's Retry-After, seconds
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often, and how long apart, a transient provider error is retried."""
+
+    max_retries: int
+    min_backoff_ms: int
+    max_backoff_ms: int
+
+    def backoff_seconds(self, retries: int) -> float:
+        return float(min(self.min_backoff_ms << max(retries - 1, 0), self.max_backoff_ms)) / 1000
+
+    def wait_ms(self, error: TransientProviderError) -> int | None:
+        """The provider's own Retry-After, within our bounds; None: use our own backoff."""
+        if not isinstance(error, ProviderRateLimited) or error.retry_after is None:
+            return None
+        asked = int(error.retry_after * 1000)
+        return min(max(asked, self.min_backoff_ms), self.max_backoff_ms)
 
 
 def charge_payment(
     uows: UnitOfWorkFactory, providers: ProviderRegistry, payment_id: str, *, lease_seconds: int
 ) -> None:
-    """Claim, charge and settle one payment; a transient provider error propagates for retry."""
+    """Claim, charge and settle one payment; a transient provider error propagates for retry
+    (ProviderRateLimited with the provider's Retry-After, when it gave one)."""
     for outcome in charge_payments(uows, providers, [payment_id], lease_seconds=lease_seconds):
-        raise TransientProviderError(outcome.failure[1] if outcome.failure else "transient")
+        message = outcome.failure[1] if outcome.failure else "transient"
+        if outcome.retry_after is not None:
+            raise ProviderRateLimited(message, outcome.retry_after)
+        raise TransientProviderError(message)
 
 
 def charge_payments(
@@ -270,7 +295,8 @@ def _outcome_of(claim: Claim, result: ChargeResult | ProviderError) -> Outcome:
         return Outcome(claim, AttemptStatus.UNKNOWN)
     if isinstance(result, TransientProviderError):
         return Outcome(claim, AttemptStatus.FAILED, failure=(result.code, str(result)),
-                       retry=True, unreached=isinstance(result, ProviderUnreachable))
+                       retry=True, unreached=isinstance(result, ProviderUnreachable),
+                       retry_after=getattr(result, "retry_after", None))
     return Outcome(claim, AttemptStatus.FAILED, failure=(result.code, str(result)), hard=True)
 
 

@@ -149,7 +149,7 @@ def advance_clock(
     clock_id: str,
     *,
     lease_seconds: int,
-    retry: RetryPolicy,
+    retry: charge.RetryPolicy,
 ) -> int:
     """Run everything due on a test clock up to its frozen time, globally in time order.
 
@@ -187,18 +187,6 @@ def advance_clock(
     return steps
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often, and how long apart, a transient provider error is retried."""
-
-    max_retries: int
-    min_backoff_ms: int
-    max_backoff_ms: int
-
-    def backoff_seconds(self, retries: int) -> float:
-        return float(min(self.min_backoff_ms << max(retries - 1, 0), self.max_backoff_ms)) / 1000
-
-
 @dataclass
 class _Settler:
     """Settles a clock's unsettled subscription payments before its time moves on.
@@ -214,7 +202,7 @@ class _Settler:
     enqueue: Enqueue
     clock_id: str
     lease_seconds: int
-    retry: RetryPolicy
+    retry: charge.RetryPolicy
     transient: Counter[str] = field(default_factory=Counter)
 
     def failed(self, payment_ids: Sequence[str]) -> None:

@@ -42,7 +42,7 @@ NOMINAL_DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
 # Each example is a few real transactions: few examples, and no shrinking (minutes here).
 PROPERTY = settings(max_examples=15, deadline=None, phases=[Phase.explicit, Phase.generate],
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
-RETRY = renewals.RetryPolicy(max_retries=3, min_backoff_ms=1, max_backoff_ms=10)
+RETRY = charge.RetryPolicy(max_retries=3, min_backoff_ms=1, max_backoff_ms=10)
 
 
 @dataclass

@@ -68,3 +68,16 @@ def test_a_lost_answer_is_reconciled_by_the_worker_and_charged_once(
     assert sims.ledger(provider, created["id"]) == 1
     assert len([r for r in sim.requests_to(MONEY_CALL[provider])
                 if created["id"] in str(r.headers)]) == 1
+
+
+@PROVIDERS
+def test_a_rate_limit_is_retried_by_the_worker_after_its_retry_after(
+    merchant: Merchant, sims: Sims, sim_worker: object, provider: str
+) -> None:
+    sim = getattr(sims, provider)
+    sim.inject("429", MONEY_CALL[provider], retry_after=1)
+    created = merchant.pay(provider, TOKENS[provider]["ok"])
+    payment = merchant.api.settled(created["id"], timeout=30)
+    assert payment["status"] == "succeeded"
+    assert [a["failure_code"] for a in payment["attempts"]] == ["provider_rate_limited", None]
+    assert sims.ledger(provider, payment["id"]) == 1
