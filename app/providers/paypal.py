@@ -290,10 +290,24 @@ def _account(keys: PayPalKeys, livemode: bool, api_base: str, timeout: float) ->
     return _Account(client, _Notifications(client.global_configuration), keys)
 
 
+#: Currencies PayPal takes in whole units only, though ISO 4217 gives them two decimals.
+_WHOLE_UNITS_ONLY = frozenset({"huf", "twd"})
+
+
 def _decimal(amount: int, currency: str) -> str:
-    """Minor units as PayPal's decimal string: 1999 usd → "19.99", 500 jpy → "500"."""
+    """Minor units as PayPal's decimal string: 1999 usd → "19.99", 500 jpy → "500",
+    1000 huf → "10"; an amount PayPal cannot take (1050 huf) is declined before any call."""
     exponent = CURRENCY_EXPONENTS.get(currency, 2)
     whole, minor = divmod(amount, 10**exponent)
+    if currency in _WHOLE_UNITS_ONLY:
+        if minor:
+            raise PaymentDeclined(
+                "amount_not_supported",
+                f"PayPal takes {currency.upper()} in whole units only: {amount} minor units "
+                "is not a whole amount.",
+                hard=True,
+            )
+        return str(whole)
     return f"{whole}.{minor:0{exponent}d}" if exponent else str(whole)
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from app.ids import new_id
 from app.providers.base import ChargeRequest
-from app.providers.errors import ProviderRateLimited
+from app.providers.errors import PaymentDeclined, ProviderRateLimited
 from app.services import charge
 from tests.sim.fixtures import TOKENS, Merchant, Sims
 from tests.sim.paypal_sim import PayPalSim
@@ -81,7 +81,12 @@ def test_a_429_carries_retry_after_and_is_retried(
 
     payment = merchant.pay(provider, TOKENS[provider]["ok"])
     sim.inject("429", MONEY_CALL[provider], retry_after=2)
-    assert merchant.charge(payment["id"])["attempts"][0]["failure_code"] == \
+    c = merchant.container
+    with pytest.raises(ProviderRateLimited) as raised:  # the actor retries after 2 s
+        charge.charge_payment(c.uow, c.providers, payment["id"],
+                              lease_seconds=c.config.payment_lease_seconds)
+    assert raised.value.retry_after == 2
+    assert merchant.payment(payment["id"])["attempts"][0]["failure_code"] == \
         "provider_rate_limited"
     assert merchant.charge(payment["id"])["status"] == "succeeded"
     assert sims.ledger(provider, payment["id"]) == 1
@@ -179,3 +184,29 @@ def test_a_batch_is_charged_concurrently(merchant: Merchant, sims: Sims, provide
     for payment in payments:
         assert merchant.payment(payment["id"])["status"] == "succeeded"
         assert sims.ledger(provider, payment["id"]) == 1
+
+
+def test_paypal_takes_huf_in_whole_units_and_declines_the_rest_before_calling(
+    merchant: Merchant, sims: Sims
+) -> None:
+    adapter = merchant.container.providers.get("paypal", merchant.tenant_id)
+
+    def request(amount: int) -> ChargeRequest:
+        payment_id = new_id("pay")
+        return ChargeRequest(
+            tenant_id=merchant.tenant_id, livemode=False, payment_id=payment_id, attempt=1,
+            idempotency_key=f"{payment_id}:1", amount=amount, currency="huf",
+            token=TOKENS["paypal"]["ok"], off_session=True,
+        )
+
+    whole = request(150_000)  # 1,500 HUF
+    assert adapter.charge(whole).status == "succeeded"
+    [order] = [r for r in sims.paypal.requests_to("/v2/checkout/orders", "POST")
+               if whole.payment_id.encode() in r.body]
+    assert b'"value": "1500"' in order.body or b'"value":"1500"' in order.body
+    fraction = request(150_050)  # 1,500.50 HUF: PayPal would answer DECIMAL_PRECISION
+    with pytest.raises(PaymentDeclined) as declined:
+        adapter.charge(fraction)
+    assert (declined.value.code, declined.value.hard) == ("amount_not_supported", True)
+    assert not [r for r in sims.paypal.requests_to("/v2/checkout/orders*")
+                if fraction.payment_id.encode() in r.body]

@@ -58,6 +58,10 @@ def _pp_id(length: int = 17) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
+#: Currencies PayPal takes without decimals (ISO 4217 gives HUF and TWD two).
+WHOLE_UNITS_ONLY = frozenset({"HUF", "JPY", "TWD"})
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -266,6 +270,8 @@ class PayPalSim(SimServer):
                 or not amount.get("currency_code"):
             return problem(400, "INVALID_REQUEST", "Request is not well-formed, syntactically "
                            "incorrect, or violates schema.", "MISSING_REQUIRED_PARAMETER")
+        if amount["currency_code"] in WHOLE_UNITS_ONLY and "." in str(amount["value"]):
+            return unprocessable("DECIMAL_PRECISION")
         order_id = _pp_id()
         order = {
             "id": order_id, "intent": body["intent"], "status": "CREATED",
