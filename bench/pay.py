@@ -327,7 +327,8 @@ class Bench:
         per_request = {
             name: round(cores * usage["seconds"] * 1000 / max(requests, 1), 2)
             for name, cores in usage["cores"].items()
-            if name not in ("other processes", "idle", "postgresql (server processes)")
+            if name not in ("other processes", "idle", "postgresql (server processes)",
+                            "steal (hypervisor)")
         }
         self.cpu[phase] = {**usage, "requests": requests, "cpu_ms_per_request": per_request}
 

@@ -98,6 +98,8 @@ class CpuSnapshot:
     busy: int
     idle: int
     processes: dict[int, tuple[str, int, int]]
+    interrupts: int = 0  # irq + softirq (loopback networking is mostly here)
+    steal: int = 0  # taken by the hypervisor from this VM
 
 
 def cpu_snapshot() -> CpuSnapshot:
@@ -117,7 +119,8 @@ def cpu_snapshot() -> CpuSnapshot:
             continue
         rest = raw[raw.rindex(")") + 2 :].split()
         processes[int(entry.name)] = (name, int(rest[2]), int(rest[11]) + int(rest[12]))
-    return CpuSnapshot(time.monotonic(), sum(ticks[:8]) - idle, idle, processes)
+    return CpuSnapshot(time.monotonic(), sum(ticks[:8]) - idle, idle, processes,
+                       interrupts=ticks[5] + ticks[6], steal=ticks[7])
 
 
 def _postgres_role(cmdline: bytes) -> str:
@@ -141,7 +144,8 @@ def cpu_usage(
     `ours` maps process-group ids to names (gunicorn, fleet), `own_pids` single pids (wrk,
     this script), `exited` CPU seconds of our children that ended in between (wrk);
     backends of the bench database are told apart from other databases'. Other processes
-    that lived only between the snapshots count under `other processes`.
+    that lived only between the snapshots count under `other processes`; the kernel's
+    interrupt time and the hypervisor's steal are shown apart.
     """
     seconds = after.at - before.at
     used: Counter[str] = Counter()
@@ -155,7 +159,9 @@ def cpu_usage(
             used[name] += round(cpu_seconds * TICKS)
     others = {k: v for k, v in used.items() if k.startswith("other: ")}
     mine = {k: v for k, v in used.items() if k not in others}
-    rest = max(0, total - sum(mine.values()))
+    interrupts = after.interrupts - before.interrupts
+    steal = after.steal - before.steal
+    rest = max(0, total - sum(mine.values()) - interrupts - steal)
 
     def cores(ticks: float) -> float:
         return round(ticks / TICKS / seconds, 2)
@@ -165,6 +171,8 @@ def cpu_usage(
         "cores": {
             **{name: cores(t) for name, t in sorted(mine.items(), key=lambda kv: -kv[1])},
             "other processes": cores(rest),
+            "kernel interrupts (irq, softirq)": cores(interrupts),
+            "steal (hypervisor)": cores(steal),
             "idle": cores(after.idle - before.idle),
         },
         "top_others": {k[7:]: cores(v) for k, v in Counter(others).most_common(4)},

@@ -358,7 +358,7 @@ class Bench:
             "cpu_ms_per_renewal": {
                 name: round(cores * cpu["seconds"] * 1000 / max(renewed, 1), 3)
                 for name, cores in cpu["cores"].items()
-                if name != "idle"
+                if name not in ("idle", "steal (hypervisor)")
             },
             "progress": [(round(t, 1), k) for t, k in progress[:: max(1, len(progress) // 60)]],
             **({"profile": self.profile_result} if self.args.profile else {}),
