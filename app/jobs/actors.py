@@ -34,6 +34,7 @@ _RETRY: dict[str, Any] = {
 }
 
 
+SKIPPED_FIRST_DELAY_MS = 1000
 _POLICY = charge.RetryPolicy(
     _config.charge_max_retries, _config.charge_min_backoff_ms, _config.charge_max_backoff_ms
 )
@@ -79,13 +80,18 @@ def refund_payment(refund_id: str) -> None:
 
 
 @dramatiq.actor(queue_name="default", **_RETRY)
-def process_subscriptions(subscription_ids: list[str]) -> None:
+def process_subscriptions(subscription_ids: list[str], requeues: int = 0) -> None:
     """Do whatever fell due for these subscriptions (renewals, retries, trial ends, ...)."""
     c = container()
     ran = renewals.run_due(c.uow, c.providers, subscription_ids, utcnow(),
                            lease_seconds=c.config.payment_lease_seconds)
     for payment_id in ran.to_retry:  # its own message retries it with backoff, then gives up
         c.enqueue("charge_payment", payment_id, delay_ms=c.config.charge_min_backoff_ms)
+    delay_ms = SKIPPED_FIRST_DELAY_MS << requeues
+    if ran.skipped and delay_ms < c.config.subscription_lease_seconds * 1000:
+        # Held by a request or another worker just now: look again soon (1, 2, 4 ... s)
+        # rather than only when the scheduler's claim lapses.
+        c.enqueue("process_subscriptions", ran.skipped, requeues + 1, delay_ms=delay_ms)
 
 
 @dramatiq.actor(queue_name="default", time_limit=3_600_000, **_RETRY)

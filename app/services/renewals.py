@@ -32,10 +32,12 @@ UNSETTLED_POLL_SECONDS = 0.05
 
 @dataclass(frozen=True)
 class Ran:
-    """What `run_due` did: due steps taken, and payments a transient error left to retry."""
+    """What `run_due` did: due steps taken, payments a transient error left to retry, and
+    subscriptions it skipped because another transaction held them."""
 
     steps: int
     to_retry: list[str]
+    skipped: list[str]
 
 
 def run_due(
@@ -54,11 +56,14 @@ def run_due(
     created in one transaction, then charges them, together. A payment whose provider
     failed transiently stays `processing` and is returned for the caller to retry.
     """
-    pending, steps, to_retry = list(sub_ids), 0, []
+    pending, steps, to_retry, skipped = list(sub_ids), 0, [], []
     for number in range(max_rounds):
         if not pending:
             break
-        pending, claims = _round(uows, pending, until, lease_seconds, again=number > 0)
+        asked = pending
+        pending, claims, locked = _round(uows, pending, until, lease_seconds, again=number > 0)
+        if number == 0:
+            skipped = [sub_id for sub_id in asked if sub_id not in locked]
         if claims:
             retry = charge.charge_claimed(uows, providers, claims)
             to_retry += [outcome.claim.request.payment_id for outcome in retry]
@@ -66,7 +71,7 @@ def run_due(
     else:
         if pending and max_rounds == MAX_STEPS:
             raise RuntimeError(f"more than {MAX_STEPS} due steps for {pending[:5]}")
-    return Ran(steps, to_retry)
+    return Ran(steps, to_retry, skipped)
 
 
 def _round(
@@ -76,7 +81,9 @@ def _round(
     lease_seconds: int,
     *,
     again: bool,
-) -> tuple[list[str], list[charge.Claim]]:
+) -> tuple[list[str], list[charge.Claim], set[str]]:
+    """Lock what is free of `sub_ids`, do each one's next due thing, claim the payments;
+    returns the subscriptions that acted, the claims to charge, and every one locked."""
     acted: list[str] = []
     payments: list[Payment] = []
     query = select(Subscription).where(Subscription.id.in_(sub_ids))
@@ -103,7 +110,7 @@ def _round(
                 payments.append(payment)
         claims = charge.claim_held(uow.session, payments, lease_seconds)
         uow.commit()
-    return acted, claims
+    return acted, claims, {sub.id for sub in subs}
 
 
 def claim_due(

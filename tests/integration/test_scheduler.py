@@ -210,3 +210,21 @@ def test_cycle_payment_is_unique_per_subscription_and_period_in_the_database(
                                         sub.current_period_start)
             session.flush()
         session.rollback()
+
+
+def test_a_subscription_held_elsewhere_is_looked_at_again_soon(
+    api: Api, worker: subprocess.Popen[bytes], container: Container
+) -> None:
+    """A message that finds its subscription locked (SKIP LOCKED) sends itself again after
+    a second, instead of leaving it to the scheduler's lease (300 s; no scheduler runs)."""
+    [sub_id] = subscribe_many(api, 1)
+    end = make_due(container, [sub_id])
+    delayed = f"{container.config.redis_namespace}-dramatiq:default.DQ.msgs"
+    with container.session_factory() as holder:
+        holder.get_one(Subscription, sub_id, with_for_update=True)
+        container.enqueue("process_subscriptions", [sub_id])
+        eventually(lambda: int(container.redis.hlen(delayed)) == 1, 15,
+                   what="the skipped subscription to be sent again, delayed")
+        assert all(p.period_start != end for p in cycle_payments(container, [sub_id]))
+    eventually(lambda: renewed(container, [sub_id]), 30, what="the renewal")
+    assert_renewed_exactly_once(container, [sub_id], end)
