@@ -60,12 +60,35 @@ class PlanChange:
 
 
 def change_plan(
-    old_amount: int, new_amount: int, start: datetime, end: datetime, at: datetime
+    old_amount: int,
+    new_amount: int,
+    start: datetime,
+    end: datetime,
+    at: datetime,
+    *,
+    new_period_end: datetime | None = None,
 ) -> PlanChange:
-    """Net effect of switching plans at `at`: new plan's unused part minus the old one's."""
+    """Net effect of switching plans at `at`: the new plan's price for the rest of the period
+    [start, end) minus the old plan's unused part.
+
+    When the new plan bills another period (month to year, say), `new_period_end` is the end
+    of its period starting at `start`, and its price for the rest is prorated over that
+    period: half a month left on a switch to a yearly plan costs 1/24 of the year's price,
+    not half of it. Without it the new plan bills the same period as the old one.
+    """
     _check_amount(old_amount, "old_amount")
     _check_amount(new_amount, "new_amount")
-    net = split(new_amount, start, end, at)[1] - split(old_amount, start, end, at)[1]
+    old_unused = split(old_amount, start, end, at)[1]
+    if new_period_end is None:
+        new_rest = split(new_amount, start, end, at)[1]
+    else:
+        unused_fraction(start, end, at)  # checks start < end and at within them
+        new_start, new_end = to_utc(start, "start"), to_utc(new_period_end, "new_period_end")
+        if not new_start < new_end:
+            raise ValueError("the new plan's period must end after it starts")
+        rest = to_utc(end, "end") - to_utc(at, "at")
+        new_rest = round(new_amount * Fraction(rest // _TICK, (new_end - new_start) // _TICK))
+    net = new_rest - old_unused
     return PlanChange(charge=max(net, 0), credit=max(-net, 0))
 
 

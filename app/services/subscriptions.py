@@ -139,7 +139,11 @@ def change_plan(
     plan_id: str,
     proration_behavior: Proration,
 ) -> Subscription:
-    """Switch plans at once, keeping the anchor; prorate the rest of the period if asked."""
+    """Switch plans at once; prorate the rest of the current period if asked.
+
+    The billing anchor stays, unless the new plan bills another interval: then its periods
+    start where the current one ends (a yearly plan's first year is a whole year).
+    """
     session = uow.session
     sub = scope.get(session, Subscription, sub_id, lock=True)
     _check(sub.status, Event.CHANGE_PLAN)
@@ -153,10 +157,18 @@ def change_plan(
         )
     sub.plan_id = new.id
     now = now_for(session, sub.test_clock_id)
+    start, end = sub.current_period_start, sub.current_period_end
+    same_cycle = (new.interval, new.interval_count) == (old.interval, old.interval_count)
+    if not same_cycle:
+        # The old anchor's grid does not fit the new interval: the current period still
+        # ends when it did, and the new plan's full periods follow from there.
+        sub.billing_anchor = end
     if proration_behavior == "create_prorations" and sub.status is not Status.TRIALING:
-        start, end = sub.current_period_start, sub.current_period_end
         at = min(max(now, start), end)
-        change = proration.change_plan(old.amount, new.amount, start, end, at)
+        change = proration.change_plan(
+            old.amount, new.amount, start, end, at,
+            new_period_end=None if same_cycle else _period_end(new, start),
+        )
         sub.credit_balance += change.credit
         if change.charge:
             payment = billing_cycle.subscription_payment(

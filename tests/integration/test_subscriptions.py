@@ -163,6 +163,30 @@ def test_an_advance_waits_for_a_lost_answer_to_be_reconciled(api: Api, worker: o
     assert len(charges["data"]) == 1
 
 
+def test_a_switch_to_yearly_prorates_over_the_year_and_renews_a_whole_year_later(
+    api: Api, worker: object
+) -> None:
+    c = clock(api, "2024-01-31T00:00:00Z")
+    monthly, yearly = plan(api, 3000), plan(api, 36_000, interval="year")
+    sub = subscribe(api, monthly["id"], clock_id=c["id"])
+    wait_status(api, sub["id"], "active")
+    advance(api, c["id"], "2024-03-15T00:00:00Z")  # in the period Feb 29 .. Mar 31
+    api.ok(api.post(f"/subscriptions/{sub['id']}/change-plan",
+                    {"plan_id": yearly["id"], "proration": "create_prorations"}), 200)
+    # 16 of 31 days left: credit round(3000 * 16/31) = 1548; the year's price for those 16
+    # days of the year Feb 29 2024 .. Feb 28 2025 (365 days): round(36000 * 16/365) = 1578.
+    proration = eventually(lambda: [p for p in payments_of(api, sub["id"])
+                                    if p["amount"] == 30 and p["status"] == "succeeded"],
+                           what="the net proration charge of 30")
+    assert len(proration) == 1
+    advance(api, c["id"], "2024-04-01T00:00:00Z")
+    renewed = subscription(api, sub["id"])
+    assert (renewed["current_period_start"], renewed["current_period_end"]) == (
+        "2024-03-31T00:00:00Z", "2025-03-31T00:00:00Z")
+    assert renewed["billing_anchor"] == "2024-03-31T00:00:00Z"
+    assert sorted(p["amount"] for p in payments_of(api, sub["id"])) == [30, 3000, 3000, 36_000]
+
+
 def test_upgrade_at_half_period_charges_exactly_1500(api: Api, worker: object) -> None:
     c = clock(api, "2024-04-01T00:00:00Z")
     small, big = plan(api, 3000, interval="day", interval_count=2), plan(api, 6000,

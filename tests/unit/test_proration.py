@@ -163,3 +163,32 @@ def test_unused_fraction_is_exact() -> None:
     assert unused_fraction(
         START, START + timedelta(seconds=3), START + timedelta(seconds=1)
     ) == Fraction(2, 3)
+
+
+@given(amounts, amounts, starts, lengths, fractions)
+def test_a_new_period_equal_to_the_current_one_changes_nothing(
+    old: int, new: int, start: datetime, length: timedelta, f: Fraction
+) -> None:
+    end, at = start + length, point(start, length, f)
+    assert change_plan(old, new, start, end, at, new_period_end=end) == change_plan(
+        old, new, start, end, at)
+
+
+@given(amounts, amounts, starts, lengths, lengths, fractions)
+def test_another_interval_prices_the_rest_over_the_new_plans_period(
+    old: int, new: int, start: datetime, length: timedelta, new_length: timedelta, f: Fraction
+) -> None:
+    end, at = start + length, point(start, length, f)
+    change = change_plan(old, new, start, end, at, new_period_end=start + new_length)
+    tick = timedelta(microseconds=1)
+    new_rest = round(new * Fraction((end - at) // tick, new_length // tick))
+    assert change.net == new_rest - split(old, start, end, at)[1]
+
+
+def test_half_a_month_left_on_a_switch_to_yearly_costs_15_days_of_the_year() -> None:
+    start, end = datetime(2023, 6, 1, tzinfo=UTC), datetime(2023, 7, 1, tzinfo=UTC)
+    at, year_end = datetime(2023, 6, 16, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC)
+    change = change_plan(3000, 36_000, start, end, at, new_period_end=year_end)
+    # 36000 * 15/366 = 1475 for the 15 days left, against 1500 unused of the month: not
+    # 18000 (half the year's price, as prorating over the month would say).
+    assert change == PlanChange(charge=0, credit=1500 - 1475)
