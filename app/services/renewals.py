@@ -182,8 +182,11 @@ def advance_clock(
             if settler.settle_all():
                 continue
             break
-        settler.failed(run_due(uows, providers, [sub_id], until, lease_seconds=lease_seconds,
-                               max_rounds=1).to_retry)
+        ran = run_due(uows, providers, [sub_id], until, lease_seconds=lease_seconds,
+                      max_rounds=1)
+        if ran.to_retry:  # settled (retried, or failed into dunning) before time moves on
+            settler.failed(ran.to_retry)
+            settler.settle_all()
         steps += 1
     with uows() as uow:
         clock = uow.session.get_one(TestClock, clock_id, with_for_update=True)

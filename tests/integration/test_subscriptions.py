@@ -6,10 +6,10 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.bootstrap import Container
-from app.models import OutboxEvent
+from app.models import OutboxEvent, PaymentMethod
 from tests.support import Api, eventually
 
 
@@ -150,6 +150,23 @@ def test_provider_down_through_an_advance_fails_the_renewal_and_the_clock_turns_
     assert subscription(api, sub["id"])["status"] == "canceled"
     charges = api.ok(api.get(f"/sandbox/charges?payment_id={payment['id']}"), 200)
     assert charges["data"] == []
+
+
+def test_an_outage_at_a_renewal_is_settled_before_the_next_period_is_billed(
+    api: Api, worker: object, container: Container
+) -> None:
+    c = clock(api, "2024-05-01T00:00:00Z")
+    sub = subscribe(api, plan(api)["id"], clock_id=c["id"])
+    wait_status(api, sub["id"], "active")
+    with container.session_factory() as session:  # the card's provider goes down from now
+        session.execute(update(PaymentMethod).where(
+            PaymentMethod.id == sub["payment_method_id"]).values(token="tok_error"))
+        session.commit()
+    advance(api, c["id"], "2024-08-15T00:00:00Z")
+    canceled = subscription(api, sub["id"])
+    assert (canceled["status"], canceled["canceled_at"]) == ("canceled", "2024-06-06T00:00:00Z")
+    payments = payments_of(api, sub["id"])
+    assert sorted(p["status"] for p in payments) == ["failed", "succeeded"]  # no 2nd renewal
 
 
 def test_an_advance_waits_for_a_lost_answer_to_be_reconciled(api: Api, worker: object) -> None:
