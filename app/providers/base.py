@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Literal, Protocol, runtime_checkable
 
 from app.providers.errors import ProviderError
@@ -94,6 +95,9 @@ class PaymentProvider(Protocol):
     """A payment provider. Raises only `app.providers.errors` exceptions."""
 
     name: str
+    #: How long the provider remembers an idempotency key (None: for good). Past it, an
+    #: attempt that `lookup` cannot find is never sent again: that could charge twice.
+    idempotency_window: timedelta | None
 
     def describe(self, token: str, *, livemode: bool) -> CardDetails:
         """Check a token can be charged here and return its display details."""

@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import requests
@@ -127,6 +128,8 @@ class PayPalProvider:
     """A tenant's PayPal REST apps: sandbox and live, chosen by each request's mode."""
 
     name = "paypal"
+    #: PayPal-Request-Id is kept 6 hours: after that, creating the order again makes a new one.
+    idempotency_window: timedelta | None = timedelta(hours=6)
 
     def __init__(self, keys: Mapping[bool, PayPalKeys], *, api_base: str = "",
                  timeout: float = 30.0, concurrency: int = 1) -> None:

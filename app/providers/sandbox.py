@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import timedelta
 
 from psycopg2.extras import execute_values
 from sqlalchemy import Engine, func, select
@@ -44,6 +45,7 @@ class SandboxProvider:
     """Deterministic provider for test mode; see the token table in the API contract."""
 
     name = "sandbox"
+    idempotency_window: timedelta | None = None  # the ledger keeps every key
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._sessions = session_factory

@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import stripe
@@ -68,6 +69,9 @@ class StripeProvider:
     """A tenant's Stripe account(s): test and live keys, chosen by each request's mode."""
 
     name = "stripe"
+    #: Idempotency keys are kept 24 hours (lookup searches by metadata, but a new
+    #: PaymentIntent could be created past it if the search missed the first).
+    idempotency_window: timedelta | None = timedelta(hours=24)
 
     def __init__(self, keys: Mapping[bool, StripeKeys], *, api_base: str = "",
                  timeout: float = 30.0, return_url: str = "", concurrency: int = 1) -> None:

@@ -74,14 +74,22 @@ def reconcile_payment(
         attempt = payment.attempts[-1]
         method = uow.session.get_one(PaymentMethod, payment.payment_method_id)
         claim = claim_of(payment, method, attempt)
+        sent_at = attempt.created_at
     request = claim.request
     try:
         found = providers.call(claim.provider, request.tenant_id, lambda p: p.lookup(request))
+        window = providers.get(claim.provider, request.tenant_id).idempotency_window
     except ProviderError:
         log.warning("lookup failed; will try again", extra={"payment_id": payment_id})
         return
     if found is not None:
         settle_result(uows, claim, found)
+        return
+    if window is not None and utcnow() - sent_at > window:
+        # The provider may have forgotten the key: sending it again could charge twice.
+        # The payment stays `unknown` (lookups go on) for someone to check at the provider.
+        log.error("unknown payment past the provider's idempotency window: not sent again",
+                  extra={"payment_id": payment_id, "provider": claim.provider})
         return
     # The provider never saw the attempt: send it again, with the same idempotency key.
     with uows() as uow:

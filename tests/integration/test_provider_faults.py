@@ -10,9 +10,14 @@ succeeded without another charge.
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
+import pytest
+from sqlalchemy import update
+
+from app.clock import utcnow
 from app.ids import new_id
+from app.models import PaymentAttempt
 from app.providers.base import ChargeRequest
 from app.providers.errors import PaymentDeclined, ProviderRateLimited
 from app.services import charge
@@ -108,6 +113,25 @@ def test_a_reset_before_processing_reconciles_by_resending_the_same_key(
     assert statuses(settled) == ["succeeded"]  # one attempt: the same key, re-sent
     assert keys_sent(sim, provider, payment["id"]) == [f"{payment['id']}:1"] * 2
     assert sims.ledger(provider, payment["id"]) == 1
+
+
+@PROVIDERS
+def test_an_attempt_older_than_the_providers_idempotency_window_is_never_sent_again(
+    merchant: Merchant, sims: Sims, provider: str
+) -> None:
+    sim = getattr(sims, provider)
+    payment = merchant.pay(provider, TOKENS[provider]["ok"])
+    sim.inject("reset", MONEY_CALL[provider])
+    assert merchant.charge(payment["id"])["status"] == "unknown"
+    window = merchant.container.providers.get(provider, merchant.tenant_id).idempotency_window
+    assert window is not None
+    with merchant.container.session_factory() as session:  # the attempt was sent long ago
+        session.execute(update(PaymentAttempt).where(PaymentAttempt.payment_id == payment["id"])
+                        .values(created_at=utcnow() - window - timedelta(minutes=1)))
+        session.commit()
+    assert merchant.reconcile(payment["id"])["status"] == "unknown"  # left for a person
+    assert keys_sent(sim, provider, payment["id"]) == [f"{payment['id']}:1"]
+    assert sims.ledger(provider, payment["id"]) == 0
 
 
 @PROVIDERS
