@@ -78,17 +78,13 @@ def change_plan(
     """
     _check_amount(old_amount, "old_amount")
     _check_amount(new_amount, "new_amount")
-    old_unused = split(old_amount, start, end, at)[1]
-    if new_period_end is None:
-        new_rest = split(new_amount, start, end, at)[1]
-    else:
-        unused_fraction(start, end, at)  # checks start < end and at within them
-        new_start, new_end = to_utc(start, "start"), to_utc(new_period_end, "new_period_end")
-        if not new_start < new_end:
-            raise ValueError("the new plan's period must end after it starts")
-        rest = to_utc(end, "end") - to_utc(at, "at")
-        new_rest = round(new_amount * Fraction(rest // _TICK, (new_end - new_start) // _TICK))
-    net = new_rest - old_unused
+    unused = unused_fraction(start, end, at)  # also checks the period and `at`
+    new_end = end if new_period_end is None else to_utc(new_period_end, "new_period_end")
+    if not start < new_end:
+        raise ValueError("the new plan's period must end after it starts")
+    # The rest's share of the new plan's period: the unused share of this one, rescaled.
+    rest_share = unused * Fraction((end - start) // _TICK, (new_end - start) // _TICK)
+    net = round(new_amount * rest_share) - split(old_amount, start, end, at)[1]
     return PlanChange(charge=max(net, 0), credit=max(-net, 0))
 
 

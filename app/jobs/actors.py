@@ -14,6 +14,10 @@ from app.providers.errors import ProviderRateLimited, TransientProviderError
 from app.services import charge, reconcile, refunds, renewals
 
 _config = container().config
+_POLICY = charge.RetryPolicy(
+    _config.charge_max_retries, _config.charge_min_backoff_ms, _config.charge_max_backoff_ms
+)
+SKIPPED_FIRST_DELAY_MS = 1000
 
 
 def _transient(retries: int, exc: BaseException) -> bool:
@@ -23,21 +27,15 @@ def _transient(retries: int, exc: BaseException) -> bool:
     Declines and lost answers are settled by the services and never raised here.
     """
     transient = (TransientProviderError, dramatiq.Retry, OperationalError, redis.RedisError)
-    return isinstance(exc, transient) and retries < _config.charge_max_retries
+    return isinstance(exc, transient) and retries < _POLICY.max_retries
 
 
 _RETRY: dict[str, Any] = {
-    "max_retries": _config.charge_max_retries,
-    "min_backoff": _config.charge_min_backoff_ms,
-    "max_backoff": _config.charge_max_backoff_ms,
+    "max_retries": _POLICY.max_retries,
+    "min_backoff": _POLICY.min_backoff_ms,
+    "max_backoff": _POLICY.max_backoff_ms,
     "retry_when": _transient,
 }
-
-
-SKIPPED_FIRST_DELAY_MS = 1000
-_POLICY = charge.RetryPolicy(
-    _config.charge_max_retries, _config.charge_min_backoff_ms, _config.charge_max_backoff_ms
-)
 
 
 @dramatiq.actor(on_retry_exhausted="payment_retries_exhausted", **_RETRY)

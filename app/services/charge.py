@@ -70,6 +70,10 @@ class Outcome:
     unreached: bool = False  # the request never reached the provider (may fail over)
     retry_after: float | None = None  # the provider's Retry-After, seconds
 
+    @property
+    def payment_id(self) -> str:
+        return self.claim.request.payment_id
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -296,7 +300,8 @@ def _outcome_of(claim: Claim, result: ChargeResult | ProviderError) -> Outcome:
     if isinstance(result, TransientProviderError):
         return Outcome(claim, AttemptStatus.FAILED, failure=(result.code, str(result)),
                        retry=True, unreached=isinstance(result, ProviderUnreachable),
-                       retry_after=getattr(result, "retry_after", None))
+                       retry_after=result.retry_after
+                       if isinstance(result, ProviderRateLimited) else None)
     return Outcome(claim, AttemptStatus.FAILED, failure=(result.code, str(result)), hard=True)
 
 
@@ -314,7 +319,7 @@ def settle(uows: UnitOfWorkFactory, outcomes: Sequence[Outcome]) -> None:
     with uows() as uow:
         session = uow.session
         _held = _lock_subscriptions(session, [o.claim.subscription_id for o in outcomes])
-        ids = [o.claim.request.payment_id for o in outcomes]
+        ids = [o.payment_id for o in outcomes]
         payments = {
             p.id: p
             for p in session.scalars(
@@ -327,7 +332,7 @@ def settle(uows: UnitOfWorkFactory, outcomes: Sequence[Outcome]) -> None:
             )
         }
         for outcome in outcomes:
-            _record(session, payments[outcome.claim.request.payment_id], outcome)
+            _record(session, payments[outcome.payment_id], outcome)
         uow.commit()
 
 

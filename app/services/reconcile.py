@@ -78,13 +78,13 @@ def reconcile_payment(
     request = claim.request
     try:
         found = providers.call(claim.provider, request.tenant_id, lambda p: p.lookup(request))
-        window = providers.get(claim.provider, request.tenant_id).idempotency_window
     except ProviderError:
         log.warning("lookup failed; will try again", extra={"payment_id": payment_id})
         return
     if found is not None:
         settle_result(uows, claim, found)
         return
+    window = providers.get(claim.provider, request.tenant_id).idempotency_window
     if window is not None and utcnow() - sent_at > window:
         # The provider may have forgotten the key: sending it again could charge twice.
         # The payment stays `unknown` (lookups go on) for someone to check at the provider.

@@ -62,17 +62,14 @@ def run_due(
     for number in range(max_rounds):
         if not pending:
             break
-        asked = pending
         pending, claims, locked = _round(uows, pending, until, lease_seconds, again=number > 0)
         if number == 0:
-            skipped = [sub_id for sub_id in asked if sub_id not in locked]
+            skipped = [sub_id for sub_id in sub_ids if sub_id not in locked]
         if claims:
-            retry = charge.charge_claimed(uows, providers, claims)
-            to_retry += [outcome.claim.request.payment_id for outcome in retry]
+            to_retry += [o.payment_id for o in charge.charge_claimed(uows, providers, claims)]
         steps += len(pending)
-    else:
-        if pending and max_rounds == MAX_STEPS:
-            raise RuntimeError(f"more than {MAX_STEPS} due steps for {pending[:5]}")
+    if pending and max_rounds == MAX_STEPS:
+        raise RuntimeError(f"more than {MAX_STEPS} due steps for {pending[:5]}")
     return Ran(steps, to_retry, skipped)
 
 
@@ -247,7 +244,7 @@ class _Settler:
             if due:
                 retry = charge.charge_payments(self.uows, self.providers, due,
                                                lease_seconds=self.lease_seconds)
-                self.failed([outcome.claim.request.payment_id for outcome in retry])
+                self.failed([outcome.payment_id for outcome in retry])
             after = self._unsettled()
             self.failed([pid for pid, status in after if status is PaymentStatus.UNKNOWN])
             if after == rows:
