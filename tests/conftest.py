@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -82,14 +83,19 @@ def child_env(config: Config, **extra: str) -> dict[str, str]:
     return {**os.environ, **config.to_env(), "LOG_LEVEL": "WARNING", **extra}
 
 
+def start_worker(config: Config, *, threads: int = 4, **popen: Any) -> subprocess.Popen[bytes]:
+    """A real Dramatiq worker fleet (`dramatiq app.jobs`, one process) with these settings."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "dramatiq"), "app.jobs", "--processes", "1",
+         "--threads", str(threads)],
+        env=child_env(config), cwd=ROOT, start_new_session=True, **popen,
+    )
+
+
 @pytest.fixture(scope="session")
 def worker(config: Config) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Dramatiq worker fleet (`dramatiq app.jobs`) for this session's broker."""
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dramatiq"), "app.jobs", "--processes", "1",
-         "--threads", "4"],
-        env=child_env(config), cwd=ROOT, start_new_session=True,
-    )
+    """A real Dramatiq worker fleet for this session's broker."""
+    process = start_worker(config)
     yield process
     process.terminate()
     process.wait(timeout=30)

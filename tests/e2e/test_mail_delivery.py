@@ -4,13 +4,11 @@ Flask-Mail -> a real SMTP server (aiosmtpd). Each kind arrives once, with the ri
 from __future__ import annotations
 
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +22,7 @@ from app.events.embedded_broker import EmbeddedBroker
 from app.ids import new_id
 from app.models import OutboxEvent, Plan, SentMail
 from app.render import timestamp
-from tests.conftest import ROOT, child_env
+from tests.conftest import start_worker
 from tests.eventing import (
     SmtpServer,
     broker,  # noqa: F401 - fixture
@@ -74,12 +72,8 @@ def stack(
                        mail_port=smtp.port, mail_min_backoff_ms=50, mail_max_backoff_ms=200,
                        mail_default_sender="Billing <billing@merchant.test>")
     logs = tmp_path_factory.mktemp("mail")
-    worker = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dramatiq"), "app.jobs", "--processes", "1",
-         "--threads", "2"],
-        env=child_env(own), cwd=ROOT, start_new_session=True,
-        stdout=(logs / "worker.log").open("ab"), stderr=subprocess.STDOUT,
-    )
+    worker = start_worker(own, threads=2, stdout=(logs / "worker.log").open("ab"),
+                          stderr=subprocess.STDOUT)
     relay = relay_process(own, logs / "relay.log")
     from app.api import create_app
 

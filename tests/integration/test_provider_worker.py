@@ -5,15 +5,13 @@ lost after the charge is reconciled by the worker's lookup, never charged again.
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from app.bootstrap import Container
 from app.config import Config
-from tests.conftest import ROOT, child_env
+from tests.conftest import start_worker
 from tests.sim.fixtures import TOKENS, Merchant, Sims
 from tests.support import eventually
 
@@ -24,11 +22,7 @@ MONEY_CALL = {"stripe": "/v1/payment_intents/*/confirm", "paypal": "/v2/checkout
 @pytest.fixture(scope="module")
 def sim_worker(sim_config: Config) -> Iterator[subprocess.Popen[bytes]]:
     """A worker fleet on this module's broker namespace, its SDKs pointed at the sims."""
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dramatiq"), "app.jobs", "--processes", "1",
-         "--threads", "4"],
-        env=child_env(sim_config), cwd=ROOT, start_new_session=True,
-    )
+    process = start_worker(sim_config)
     yield process
     process.terminate()
     process.wait(timeout=30)
