@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from renewals import PG, machine
+from procs import PG, ROOT, machine
 from sqlalchemy import func, select
 
 from app.billing.periods import add_intervals
@@ -33,7 +33,6 @@ from app.services import charge, clocks, customers, plans, renewals, subscriptio
 from app.services.scope import Scope
 from app.services.tenants import create_tenant
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "clocks.json"
 DATABASE = "se_bench_clocks"
 START = datetime(2024, 1, 31, tzinfo=UTC)

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -32,7 +31,6 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +38,7 @@ import procs
 import redis
 import spy
 from openloop import Sample, percentile, request_bytes, run_fixed_rate
-from procs import CpuSnapshot, Fleet, cpu_snapshot, cpu_usage, wait_http
+from procs import PG, REDIS, ROOT, CpuSnapshot, Fleet, cpu_snapshot, cpu_usage, wait_http
 from sqlalchemy import Engine, create_engine, text
 
 from app.bootstrap import build
@@ -48,13 +46,10 @@ from app.config import Config
 from app.models.database import drop_database, ensure_database, migrate
 from app.services.tenants import create_tenant
 
-ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results" / "pay.json"
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
-PG = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432")
-REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 TARGET_ACCEPTED = 800.0
 TARGET_P99_MS = 50.0
 TARGET_RATE = 400.0
@@ -652,32 +647,10 @@ def free_port() -> int:
 
 
 def machine() -> dict[str, Any]:
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    """procs.machine(), with the load when this bench started and wrk's version."""
     return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git_commit": commit,
-        "git_worktree_dirty": bool(dirty),
-        "nproc": os.cpu_count(),
-        "cpu": model,
+        **procs.machine(),
         "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
-        "python": platform.python_version(),
         "wrk": subprocess.run(
             ["wrk", "-v"], capture_output=True, text=True, check=False
         ).stdout.splitlines()[0:1],

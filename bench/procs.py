@@ -4,6 +4,7 @@ and account where the machine's CPU time went while a phase ran (ours and everyo
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import subprocess
 import time
@@ -11,8 +12,39 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Servers of the benches' own databases and Redis namespaces.
+PG = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432")
+REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def machine() -> dict[str, Any]:
+    """What ran the bench: when, which commit (and whether the tree was dirty), which CPU."""
+
+    def git(*argv: str) -> str:
+        run = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, check=False)
+        return run.stdout.strip()
+
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_worktree_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+    }
 
 TICKS = os.sysconf("SC_CLK_TCK")
 OWN_DATABASE = "se_bench"

@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -46,7 +45,7 @@ import procs
 import redis
 import spy
 from pay import wait_quiet
-from procs import Fleet, cpu_snapshot, cpu_usage
+from procs import PG, REDIS, ROOT, Fleet, cpu_snapshot, cpu_usage, machine
 from sqlalchemy import Engine, create_engine, text
 
 from app.billing import periods
@@ -56,11 +55,8 @@ from app.models.database import drop_database, ensure_database, migrate
 from app.scheduler.runner import renewal_job
 from app.services.tenants import create_tenant
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "renewals.json"
 BIN = Path(sys.executable).parent
-PG = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432")
-REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 DATABASE = "se_bench_renewals"
 #: Steps of a renewal message in the workers' profile (frames, inside renewals.run_due).
 RENEWAL_STEPS = {
@@ -593,29 +589,6 @@ def targets(r: dict[str, Any]) -> dict[str, bool]:
         "claims_per_s >= 20000": r["scanner"]["claims_per_s"] >= TARGETS["claims_per_s"],
         "worker peak RSS <= 150 MB": rss is not None and rss <= TARGETS["worker_peak_rss_mb"],
         "checks": r["checks"]["all_as_expected"],
-    }
-
-
-def machine() -> dict[str, Any]:
-    def git(*argv: str) -> str:
-        run = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, check=False)
-        return run.stdout.strip()
-
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_worktree_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
     }
 
 
