@@ -25,6 +25,8 @@ class ChargeRequest:
     token: str
     off_session: bool
     description: str | None = None
+    #: What an earlier answer to this attempt named (OutcomeUnknown.reference), if anything.
+    reference: str | None = None
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,17 @@ class ProviderRateLimited(TransientProviderError):
 
 
 class OutcomeUnknown(ProviderError):
-    """Raised when the request may have reached the provider but its answer was lost."""
+    """Raised when the request may have reached the provider but its answer was lost.
+
+    `reference`: the provider's id of what the attempt acts on, when an earlier answer told
+    it (PayPal's order), so that `lookup` can read it directly, whenever it runs.
+    """
 
     code = "outcome_unknown"
+
+    def __init__(self, message: str, reference: str | None = None) -> None:
+        super().__init__(message)
+        self.reference = reference
 
 
 class InvalidPaymentMethod(ProviderError):

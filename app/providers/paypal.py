@@ -5,7 +5,10 @@ as `custom_id` and `invoice_id`), captured with the customer's vault id as payme
 and the attempt's key as `PayPal-Request-Id`. An order is captured at most once and PayPal
 refuses a second completed payment with the same invoice id, so a retried attempt cannot
 charge twice. Creating an order moves no money, so replaying the creation is how `lookup`
-finds an attempt's order ("get order"). No SDK exception leaves this module.
+finds an attempt's order ("get order"), while PayPal keeps the request id (6 hours). A
+capture whose answer was lost names its order (OutcomeUnknown.reference, kept on the
+attempt), and `lookup` gets that order directly, however late. No SDK exception leaves
+this module.
 """
 
 from __future__ import annotations
@@ -179,10 +182,16 @@ class PayPalProvider:
                 }))
         except _Issue as issue:
             return self._after_issue(account, order["id"], issue)
+        except OutcomeUnknown as lost:  # kept on the attempt: lookups find the order for good
+            raise OutcomeUnknown(str(lost), reference=order["id"]) from None
         return _result(captured)
 
     def lookup(self, request: ChargeRequest) -> ChargeResult | None:
-        order = self._order(self._account(request.livemode), request)
+        account = self._account(request.livemode)
+        # The order id, once known, finds the capture for good; replaying the creation
+        # finds it only while PayPal keeps the PayPal-Request-Id (6 hours).
+        order = self._get(account, request.reference) if request.reference else \
+            self._order(account, request)
         captured = any(c.get("status") == "COMPLETED" for c in _captures(order))
         if captured or order["status"] == "PAYER_ACTION_REQUIRED":
             return _result(order)
@@ -344,7 +353,7 @@ def _result(order: Mapping[str, Any]) -> ChargeResult:
         return ChargeResult(status="requires_action", reference=str(order["id"]),
                             redirect_url=_link(order.get("links") or []))
     if any(c.get("status") == "PENDING" for c in captures):
-        raise OutcomeUnknown("paypal: the capture is pending")
+        raise OutcomeUnknown("paypal: the capture is pending", reference=str(order["id"]))
     if any(c.get("status") in ("DECLINED", "FAILED") for c in captures):
         raise PaymentDeclined("capture_declined", "PayPal declined the capture.", hard=False)
     raise ProviderError(f"paypal: unexpected order status {status}")

@@ -171,6 +171,7 @@ def claim_of(payment: Payment, method: PaymentMethod, attempt: PaymentAttempt) -
         token=method.token,
         off_session=payment.subscription_id is not None,
         description=payment.description,
+        reference=attempt.provider_reference,
     )
     return Claim(
         provider=attempt.provider, request=request, subscription_id=payment.subscription_id
@@ -296,7 +297,7 @@ def _outcome_of(claim: Claim, result: ChargeResult | ProviderError) -> Outcome:
         return Outcome(claim, AttemptStatus.FAILED, failure=(result.code, result.message),
                        hard=result.hard)
     if isinstance(result, OutcomeUnknown):
-        return Outcome(claim, AttemptStatus.UNKNOWN)
+        return Outcome(claim, AttemptStatus.UNKNOWN, reference=result.reference)
     if isinstance(result, TransientProviderError):
         return Outcome(claim, AttemptStatus.FAILED, failure=(result.code, str(result)),
                        retry=True, unreached=isinstance(result, ProviderUnreachable),

@@ -134,6 +134,31 @@ def test_an_attempt_older_than_the_providers_idempotency_window_is_never_sent_ag
     assert sims.ledger(provider, payment["id"]) == 0
 
 
+def test_a_paypal_capture_whose_answer_was_lost_is_found_after_the_request_ids_expired(
+    merchant: Merchant, sims: Sims
+) -> None:
+    payment = merchant.pay("paypal", TOKENS["paypal"]["ok"])
+    sims.paypal.inject("lost", MONEY_CALL["paypal"])
+    assert merchant.charge(payment["id"])["status"] == "unknown"
+    order = sims.paypal.order_for(payment["id"])
+    # Reconciliation could not run for 6 hours: replaying the order's creation would now
+    # make a new, empty order. The attempt kept the order's id, which finds the capture.
+    sims.paypal.forget_request_ids()
+    window = merchant.container.providers.get("paypal", merchant.tenant_id).idempotency_window
+    assert window is not None
+    with merchant.container.session_factory() as session:
+        session.execute(update(PaymentAttempt).where(PaymentAttempt.payment_id == payment["id"])
+                        .values(created_at=utcnow() - window - timedelta(minutes=1)))
+        session.commit()
+    settled = merchant.reconcile(payment["id"])
+    assert settled["status"] == "succeeded"
+    assert statuses(settled) == ["succeeded"]
+    assert keys_sent(sims.paypal, "paypal", payment["id"]) == [f"{payment['id']}:1"]
+    assert sims.ledger("paypal", payment["id"]) == 1
+    assert [o["id"] for o in sims.paypal.orders.values()
+            if o["purchase_units"][0].get("custom_id") == payment["id"]] == [order["id"]]
+
+
 @PROVIDERS
 def test_an_answer_lost_after_the_charge_reconciles_without_charging_again(
     merchant: Merchant, sims: Sims, provider: str

@@ -162,6 +162,11 @@ class PayPalSim(SimServer):
         }
         return headers, body
 
+    def forget_request_ids(self) -> None:
+        """What 6 hours do at PayPal: every PayPal-Request-Id is forgotten (orders stay)."""
+        with self.lock:
+            self._idempotency.clear()
+
     def capture_of(self, payment_id: str) -> dict[str, Any]:
         return self.charges_for(payment_id)[0]
 
