@@ -117,6 +117,11 @@ class PaymentProvider(Protocol):
         """The charge made with this request's idempotency key, or None if there is none."""
         ...
 
+    def cancel(self, request: ChargeRequest) -> ChargeResult | None:
+        """Stop an attempt that waits for the customer, so that finishing it later takes no
+        money; None once it is stopped, or its result if it succeeded meanwhile."""
+        ...
+
     def refund(self, request: RefundRequest) -> RefundResult:
         """Refund part or all of a charge, once per idempotency key."""
         ...

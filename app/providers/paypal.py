@@ -197,6 +197,12 @@ class PayPalProvider:
             return _result(order)
         return None  # nothing taken: re-sending the attempt's key tells the rest
 
+    def cancel(self, request: ChargeRequest) -> ChargeResult | None:
+        """Money moves only when we capture: an order waiting for its buyer is left to expire
+        at PayPal (an approval after this is never captured); a capture is found."""
+        found = self.lookup(request)
+        return found if found is not None and found.status == "succeeded" else None
+
     def refund(self, request: RefundRequest) -> RefundResult:
         account = self._account(request.livemode)
         amount = {"value": _decimal(request.amount, request.currency),

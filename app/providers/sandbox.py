@@ -96,6 +96,11 @@ class SandboxProvider:
             )
         return None if charge_id is None else ChargeResult(status="succeeded", reference=charge_id)
 
+    def cancel(self, request: ChargeRequest) -> ChargeResult | None:
+        """Nothing waits here: a `tok_action` charge is never finished, so only a charge the
+        ledger holds is found."""
+        return self.lookup(request)
+
     def refund(self, request: RefundRequest) -> RefundResult:
         with self._sessions() as session, session.begin():
             charge = session.get(SandboxCharge, request.payment_reference, with_for_update=True)

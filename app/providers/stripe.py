@@ -133,6 +133,24 @@ class StripeProvider:
             return _result(intent)
         return None
 
+    def cancel(self, request: ChargeRequest) -> ChargeResult | None:
+        """Cancel the attempt's PaymentIntent; one that succeeded meanwhile is returned, one
+        still processing raises OutcomeUnknown (ask again later)."""
+        client = self._client(request.livemode)
+        intent_id = request.reference
+        if not intent_id:
+            found = self.lookup(request)
+            if found is None or found.status == "succeeded":
+                return found
+            intent_id = found.reference
+        try:
+            with _mapped(money=False):
+                client.v1.payment_intents.cancel(intent_id)
+            return None
+        except _UnexpectedState:  # finished already: succeeded, canceled or processing
+            intent = self._retrieve(client, intent_id)
+        return None if intent["status"] == "canceled" else _result(intent)
+
     def refund(self, request: RefundRequest) -> RefundResult:
         client = self._client(request.livemode)
         params: RefundCreateParams = {

@@ -33,6 +33,9 @@ DueKind = Literal["trial_will_end", "trial_end", "renew", "cancel", "retry", "ex
 #: How long a new subscription may stay `incomplete` (its first payment waiting on the
 #: customer, e.g. 3-D Secure) before it expires, as at Stripe.
 INCOMPLETE_EXPIRY = timedelta(hours=23)
+#: The failure of a first payment stopped at its provider when its subscription expired.
+PAYMENT_EXPIRED = ("payment_expired",
+                   "The customer did not complete the payment in time; it was canceled.")
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ def schedule(sub: Subscription) -> None:
 
 
 def apply_due(session: Session, sub: Subscription, due: Due) -> Payment | None:
-    """Do what fell due at `due.at`; returns a payment to charge now, if any."""
+    """Do what fell due at `due.at`; returns a payment to charge now (`pending`) or to stop
+    at its provider (`requires_action`, an expiry), if any."""
     payment: Payment | None = None
     if due.kind == "trial_will_end":
         sub.trial_will_end_sent = True
@@ -87,10 +91,12 @@ def apply_due(session: Session, sub: Subscription, due: Due) -> Payment | None:
         if payment is None:
             _paid(session, sub)
     elif due.kind == "expire":
-        _expire_if_unpaid(session, sub, due.at)
+        payment = _expire_if_unpaid(session, sub, due.at)
+        if sub.status is Status.INCOMPLETE:  # the first payment's outcome decides
+            if payment is None:
+                sub.next_event_at = None  # it is being charged
+            return payment  # to stop at its provider; the caller keeps the sub a lease ahead
     schedule(sub)
-    if due.kind == "expire" and sub.status is Status.INCOMPLETE:
-        sub.next_event_at = None  # its first payment is being charged; the outcome decides
     if due.kind == "retry":
         retried = session.get_one(Payment, sub.latest_payment_id, with_for_update=True)
         if retried.status is PaymentStatus.FAILED:
@@ -133,16 +139,21 @@ def subscription_payment(
     )
 
 
-def _expire_if_unpaid(session: Session, sub: Subscription, at: datetime) -> None:
-    """End an `incomplete` subscription whose first payment still waits on the customer.
+def _expire_if_unpaid(session: Session, sub: Subscription, at: datetime) -> Payment | None:
+    """End an `incomplete` subscription whose first payment did not succeed in time.
 
     A first payment still being charged (pending, processing, unknown) is left to finish:
-    its outcome activates or expires the subscription. One waiting on the customer stays as
-    it is at the provider; if the customer completes it after all, the payment shows it.
+    its outcome activates or expires the subscription. One waiting on the customer is
+    returned, to be stopped at its provider (charge.void_claimed) so that finishing it
+    later takes no money; that outcome (failed `payment_expired`, or succeeded if the
+    customer finished just before) then expires or activates the subscription.
     """
     first = session.get(Payment, sub.latest_payment_id) if sub.latest_payment_id else None
-    if first is None or first.status in (PaymentStatus.REQUIRES_ACTION, PaymentStatus.FAILED):
+    if first is not None and first.status is PaymentStatus.REQUIRES_ACTION:
+        return first
+    if first is None or first.status is PaymentStatus.FAILED:
         _expire(session, sub, at)
+    return None
 
 
 def _expire(session: Session, sub: Subscription, at: datetime) -> None:
@@ -197,7 +208,8 @@ def _paid(session: Session, sub: Subscription) -> None:
 def _unpaid(session: Session, sub: Subscription, payment: Payment, *, hard: bool) -> None:
     at = sub.retry_at or payment.period_start or payment.created_at
     if sub.status is Status.INCOMPLETE:
-        _expire(session, sub, at)
+        stopped = payment.failure_code == PAYMENT_EXPIRED[0]
+        _expire(session, sub, sub.created_at + INCOMPLETE_EXPIRY if stopped else at)
         return
     sub.first_failure_at = sub.first_failure_at or at
     days = retry_days(session, sub.tenant_id)

@@ -18,6 +18,7 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from app.billing.subscription_state import Status
 from app.clock import utcnow
 from app.events import outbox
 from app.ids import new_id
@@ -131,6 +132,31 @@ def charge_claimed(
     return [outcome for outcome in outcomes if outcome.retry]
 
 
+def void_claimed(
+    uows: UnitOfWorkFactory, providers: ProviderRegistry, claims: Sequence[Claim]
+) -> None:
+    """Stop attempts that wait for their customer (`waiting_claims`) and settle each: failed
+    `payment_expired`, or succeeded if the customer finished just before. One whose provider
+    could not say is left as it is, for its subscription's next due run to try again."""
+    outcomes = [o for o in (_void(providers, claim) for claim in claims) if o is not None]
+    if outcomes:
+        settle(uows, outcomes)
+
+
+def _void(providers: ProviderRegistry, claim: Claim) -> Outcome | None:
+    request = claim.request
+    try:
+        found = providers.call(claim.provider, request.tenant_id, lambda p: p.cancel(request))
+    except ProviderError as exc:
+        log.warning("could not stop a waiting payment; will try again",
+                    extra={"payment_id": request.payment_id, "error": exc.code})
+        return None
+    if found is not None:
+        return _outcome(claim, found)
+    return Outcome(claim, AttemptStatus.FAILED, reference=request.reference,
+                   failure=billing_cycle.PAYMENT_EXPIRED, hard=True)
+
+
 def settle_result(uows: UnitOfWorkFactory, claim: Claim, result: ChargeResult) -> None:
     """Record what the provider did with an attempt that reconciliation looked up."""
     settle(uows, [_outcome(claim, result)])
@@ -158,8 +184,14 @@ def give_up(uows: UnitOfWorkFactory, payment_id: str) -> None:
         uow.commit()
 
 
-def claim_of(payment: Payment, method: PaymentMethod, attempt: PaymentAttempt) -> Claim:
-    """The provider request of one attempt; the same attempt always yields the same key."""
+def claim_of(payment: Payment, method: PaymentMethod, attempt: PaymentAttempt, *,
+             signing_up: bool = False) -> Claim:
+    """The provider request of one attempt; the same attempt always yields the same key.
+
+    Subscription payments are charged off-session (the customer is not there), except the
+    first one while the customer signs up (`signing_up`: its subscription is `incomplete`),
+    which may ask for 3-D Secure, as a one-time payment does.
+    """
     request = ChargeRequest(
         tenant_id=payment.tenant_id,
         livemode=payment.livemode,
@@ -169,7 +201,7 @@ def claim_of(payment: Payment, method: PaymentMethod, attempt: PaymentAttempt) -
         amount=payment.amount,
         currency=payment.currency,
         token=method.token,
-        off_session=payment.subscription_id is not None,
+        off_session=payment.subscription_id is not None and not signing_up,
         description=payment.description,
         reference=attempt.provider_reference,
     )
@@ -231,16 +263,18 @@ def claim_held(session: Session, payments: Sequence[Payment], lease_seconds: int
     return _attempts(session, pending)
 
 
-def _by_id(payment: Payment) -> str:
-    return payment.id
+def waiting_claims(session: Session, payments: Sequence[Payment]) -> list[Claim]:
+    """The claims of payments waiting for their customer, for `void_claimed` after commit."""
+    methods = _methods(session, payments)
+    return [claim_of(p, methods[p.payment_method_id], p.attempts[-1])
+            for p in sorted(payments, key=_by_id)]
 
 
-def _attempts(session: Session, payments: Sequence[Payment]) -> list[Claim]:
-    """The attempt to send for each claimed payment (recorded in this transaction)."""
+def _methods(session: Session, payments: Sequence[Payment]) -> dict[str, PaymentMethod]:
     if not payments:
-        return []
+        return {}
     with session.no_autoflush:  # payments created in this transaction go in once, claimed
-        methods = {
+        return {
             m.id: m
             for m in session.scalars(
                 select(PaymentMethod).where(
@@ -248,12 +282,33 @@ def _attempts(session: Session, payments: Sequence[Payment]) -> list[Claim]:
                 )
             )
         }
+
+
+def _by_id(payment: Payment) -> str:
+    return payment.id
+
+
+def _attempts(session: Session, payments: Sequence[Payment]) -> list[Claim]:
+    """The attempt to send for each claimed payment (recorded in this transaction)."""
+    methods = _methods(session, payments)
+    signing_up = _signing_up(session, payments)
     claims = []
     for payment in payments:
         method = methods[payment.payment_method_id]
         attempt = _current_attempt(session, payment, method.provider.value)
-        claims.append(claim_of(payment, method, attempt))
+        claims.append(claim_of(payment, method, attempt,
+                               signing_up=payment.subscription_id in signing_up))
     return claims
+
+
+def _signing_up(session: Session, payments: Sequence[Payment]) -> set[str | None]:
+    """Which of the payments' subscriptions are `incomplete`: their customer is there."""
+    ids = {p.subscription_id for p in payments if p.subscription_id is not None}
+    if not ids:
+        return set()
+    with session.no_autoflush:
+        return set(session.scalars(select(Subscription.id).where(
+            Subscription.id.in_(ids), Subscription.status == Status.INCOMPLETE)))
 
 
 def _current_attempt(session: Session, payment: Payment, provider: str) -> PaymentAttempt:

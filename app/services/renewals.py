@@ -62,11 +62,14 @@ def run_due(
     for number in range(max_rounds):
         if not pending:
             break
-        pending, claims, locked = _round(uows, pending, until, lease_seconds, again=number > 0)
+        pending, claims, voids, locked = _round(uows, pending, until, lease_seconds,
+                                                again=number > 0)
         if number == 0:
             skipped = [sub_id for sub_id in sub_ids if sub_id not in locked]
         if claims:
             to_retry += [o.payment_id for o in charge.charge_claimed(uows, providers, claims)]
+        if voids:
+            charge.void_claimed(uows, providers, voids)
         steps += len(pending)
     if pending and max_rounds == MAX_STEPS:
         raise RuntimeError(f"more than {MAX_STEPS} due steps for {pending[:5]}")
@@ -80,11 +83,13 @@ def _round(
     lease_seconds: int,
     *,
     again: bool,
-) -> tuple[list[str], list[charge.Claim], set[str]]:
+) -> tuple[list[str], list[charge.Claim], list[charge.Claim], set[str]]:
     """Lock what is free of `sub_ids`, do each one's next due thing, claim the payments;
-    returns the subscriptions that acted, the claims to charge, and every one locked."""
+    returns the subscriptions that acted, the claims to charge, those to stop at their
+    provider (expiries), and every subscription locked."""
     acted: list[str] = []
     payments: list[Payment] = []
+    waiting: list[Payment] = []
     query = select(Subscription).where(Subscription.id.in_(sub_ids))
     if again:
         # Our last round (or its payments' outcomes) scheduled them: only those still due
@@ -105,11 +110,16 @@ def _round(
                 continue
             payment = billing_cycle.apply_due(uow.session, sub, due)
             acted.append(sub.id)
-            if payment is not None:
+            if payment is not None and payment.status is PaymentStatus.REQUIRES_ACTION:
+                # Back here after a lease if stopping it never settles (a crash, an outage).
+                sub.next_event_at = utcnow() + timedelta(seconds=lease_seconds)
+                waiting.append(payment)
+            elif payment is not None:
                 payments.append(payment)
         claims = charge.claim_held(uow.session, payments, lease_seconds)
+        voids = charge.waiting_claims(uow.session, waiting)
         uow.commit()
-    return acted, claims, {sub.id for sub in subs}
+    return acted, claims, voids, {sub.id for sub in subs}
 
 
 def claim_due(

@@ -8,7 +8,7 @@ them. Each case also checks the provider's own ledger: charged once, or not at a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from flask import Flask
@@ -96,6 +96,21 @@ def test_an_action_needs_the_customer_and_charges_nothing(case: Case) -> None:
     assert result.status == "requires_action"
     assert result.redirect_url and result.redirect_url.startswith(("http://", "https://"))
     assert case.ledger(request.payment_id) == 0
+
+
+def test_cancel_stops_a_waiting_attempt_and_returns_a_finished_one(case: Case) -> None:
+    waiting = case.request("action")
+    action = case.adapter.charge(waiting)
+    assert action.status == "requires_action"
+    asked = replace(waiting, reference=action.reference)
+    assert case.adapter.cancel(asked) is None
+    assert case.adapter.cancel(asked) is None  # again: still stopped, nothing taken
+    assert case.ledger(waiting.payment_id) == 0
+
+    charged = case.request("ok")
+    result = case.adapter.charge(charged)
+    assert case.adapter.cancel(charged) == result  # too late: the charge stands
+    assert case.ledger(charged.payment_id) == 1
 
 
 def test_refunds_in_parts_then_refuses_an_over_refund(case: Case) -> None:

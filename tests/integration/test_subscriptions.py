@@ -75,8 +75,9 @@ def test_incomplete_expires_23_hours_after_creation(api: Api, worker: object) ->
     expired = subscription(api, sub["id"])
     assert (expired["status"], expired["canceled_at"], expired["cancellation_reason"]) == (
         "incomplete_expired", "2024-05-01T23:00:00Z", "payment_failed")
-    [payment] = payments_of(api, sub["id"])
-    assert payment["status"] == "requires_action"  # left as it is at the provider
+    [payment] = payments_of(api, sub["id"])  # stopped at the provider: finishing takes nothing
+    assert (payment["status"], payment["failure_code"], payment["next_action"]) == (
+        "failed", "payment_expired", None)
     advance(api, c["id"], "2024-08-01T00:00:00Z")
     assert payments_of(api, sub["id"]) == [payment]
 

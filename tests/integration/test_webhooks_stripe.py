@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from app.models import OutboxEvent
+from app.clock import utcnow
+from app.models import OutboxEvent, Subscription
+from app.services import renewals
+from app.services.billing_cycle import INCOMPLETE_EXPIRY
 from tests.integration.checks import assert_problem
 from tests.sim.fixtures import TOKENS, Merchant, Sims, new_merchant
 from tests.sim.stripe_sim import sign
@@ -158,3 +163,61 @@ def test_an_event_from_the_other_mode_is_refused(merchant: Merchant, sims: Sims)
     event = {**sims.stripe.authenticate(intent), "livemode": True}
     assert_problem(deliver(merchant, event), 400, "invalid_signature")
     assert merchant.payment(payment["id"])["status"] == "requires_action"
+
+
+def incomplete_waiting_for_3ds(merchant: Merchant) -> tuple[dict[str, Any], str]:
+    """A subscription whose first payment waits for 3-D Secure, 23 hours after it began."""
+    api = merchant.api
+    plan = api.ok(api.post("/plans", {"code": f"p-{uuid.uuid4().hex[:10]}", "name": "Pro",
+                                      "amount": 3000, "currency": "usd",
+                                      "interval": "month"}), 201)
+    method = merchant.method("stripe", TOKENS["stripe"]["action"])
+    sub = api.ok(api.post("/subscriptions", {"customer_id": method["customer_id"],
+                                             "plan_id": plan["id"],
+                                             "payment_method_id": method["id"]}), 201)
+    payment = merchant.charge(sub["latest_payment_id"])
+    assert payment["status"] == "requires_action"
+    began = utcnow() - INCOMPLETE_EXPIRY - timedelta(minutes=1)
+    with merchant.container.session_factory() as session:
+        session.execute(update(Subscription).where(Subscription.id == sub["id"])
+                        .values(created_at=began, next_event_at=began + INCOMPLETE_EXPIRY))
+        session.commit()
+    return sub, merchant.sims.stripe.intent_for(payment["id"])["id"]
+
+
+def run_due(merchant: Merchant, sub_id: str) -> dict[str, Any]:
+    """The worker's renewal message for one subscription, in this process."""
+    c = merchant.container
+    renewals.run_due(c.uow, c.providers, [sub_id], utcnow(),
+                     lease_seconds=c.config.payment_lease_seconds)
+    return merchant.api.ok(merchant.api.get(f"/subscriptions/{sub_id}"), 200)
+
+
+def test_an_expired_subscriptions_3ds_payment_is_canceled_at_stripe(
+    merchant: Merchant, sims: Sims
+) -> None:
+    sub, intent = incomplete_waiting_for_3ds(merchant)
+    expired = run_due(merchant, sub["id"])
+    assert (expired["status"], expired["cancellation_reason"]) == (
+        "incomplete_expired", "payment_failed")
+    payment = merchant.payment(sub["latest_payment_id"])
+    assert (payment["status"], payment["failure_code"]) == ("failed", "payment_expired")
+    assert sims.stripe.intent_for(payment["id"])["status"] == "canceled"  # 3DS can't finish
+    assert sims.ledger("stripe", payment["id"]) == 0
+    assert events_of(merchant, payment["id"]).count("payment.failed") == 1
+    assert run_due(merchant, sub["id"]) == expired  # nothing more to do
+    assert intent == sims.stripe.intent_for(payment["id"])["id"]
+
+
+def test_3ds_finished_just_before_the_expiry_activates_the_subscription(
+    merchant: Merchant, sims: Sims
+) -> None:
+    sub, intent = incomplete_waiting_for_3ds(merchant)
+    late = sims.stripe.authenticate(intent)  # its webhook is not delivered yet
+    assert run_due(merchant, sub["id"])["status"] == "active"
+    payment = merchant.payment(sub["latest_payment_id"])
+    assert payment["status"] == "succeeded"
+    assert sims.ledger("stripe", payment["id"]) == 1
+    response = deliver(merchant, late)
+    assert response.status_code == 200 and response.get_json()["result"].startswith("ignored")
+    assert events_of(merchant, payment["id"]).count("payment.succeeded") == 1

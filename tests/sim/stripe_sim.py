@@ -210,6 +210,8 @@ class StripeSim(SimServer):
                 return self._ok(intent)
             if method == "POST" and parts[2:] == ["confirm"]:
                 return self._confirm(intent, params)
+            if method == "POST" and parts[2:] == ["cancel"]:
+                return self._cancel(intent)
         if method == "POST" and parts == ["refunds"]:
             return self._refund(key, params)
         return error(404, "invalid_request_error", f"Unrecognized request URL ({method}: {path}).")
@@ -295,6 +297,16 @@ class StripeSim(SimServer):
         if isinstance(behaviour, tuple):
             return self._decline(intent, behaviour)
         self._succeed(intent)
+        return self._ok(intent)
+
+    def _cancel(self, intent: dict[str, Any]) -> Reply:
+        if intent["status"] in ("succeeded", "canceled", "processing"):
+            return error(400, "invalid_request_error",
+                         "You cannot cancel this PaymentIntent because it has a status of "
+                         f"{intent['status']}.", code="payment_intent_unexpected_state",
+                         payment_intent=_public(intent))
+        intent.update(status="canceled", next_action=None, canceled_at=int(time.time()),
+                      cancellation_reason="abandoned")
         return self._ok(intent)
 
     def _succeed(self, intent: dict[str, Any]) -> None:
