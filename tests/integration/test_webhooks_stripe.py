@@ -221,3 +221,25 @@ def test_3ds_finished_just_before_the_expiry_activates_the_subscription(
     response = deliver(merchant, late)
     assert response.status_code == 200 and response.get_json()["result"].startswith("ignored")
     assert events_of(merchant, payment["id"]).count("payment.succeeded") == 1
+
+
+def test_stripe_down_at_the_expiry_is_asked_again_after_a_lease(
+    merchant: Merchant, sims: Sims
+) -> None:
+    sub, intent = incomplete_waiting_for_3ds(merchant)
+    sims.stripe.inject("500", "/v1/payment_intents/*/cancel", count=10)
+    try:
+        assert run_due(merchant, sub["id"])["status"] == "incomplete"
+    finally:
+        sims.stripe.clear_faults()
+    assert merchant.payment(sub["latest_payment_id"])["status"] == "requires_action"
+    lease = timedelta(seconds=merchant.container.config.payment_lease_seconds)
+    with merchant.container.session_factory() as session:
+        due = session.get_one(Subscription, sub["id"]).next_event_at
+        assert due is not None and utcnow() < due <= utcnow() + lease  # not before a lease
+        session.execute(update(Subscription).where(Subscription.id == sub["id"])
+                        .values(next_event_at=utcnow()))  # the lease ran out
+        session.commit()
+    assert run_due(merchant, sub["id"])["status"] == "incomplete_expired"
+    assert sims.stripe.intent_for(sub["latest_payment_id"])["status"] == "canceled"
+    assert intent == sims.stripe.intent_for(sub["latest_payment_id"])["id"]
