@@ -242,7 +242,7 @@ def _claim(uows: UnitOfWorkFactory, payment_ids: Sequence[str], lease_seconds: i
             .options(selectinload(Payment.attempts))
             .execution_options(populate_existing=True)
         ).all()
-        claims = _attempts(session, payments)
+        claims = _attempts(session, payments, _signing_up(session, payments))
         uow.commit()
         return claims
 
@@ -260,7 +260,7 @@ def claim_held(session: Session, payments: Sequence[Payment], lease_seconds: int
         payment.status = PaymentStatus.PROCESSING
         payment.lease_until = now + timedelta(seconds=lease_seconds)
         payment.updated_at = now
-    return _attempts(session, pending)
+    return _attempts(session, pending, set())  # renewals, retries: the customer is not there
 
 
 def waiting_claims(session: Session, payments: Sequence[Payment]) -> list[Claim]:
@@ -288,10 +288,11 @@ def _by_id(payment: Payment) -> str:
     return payment.id
 
 
-def _attempts(session: Session, payments: Sequence[Payment]) -> list[Claim]:
+def _attempts(
+    session: Session, payments: Sequence[Payment], signing_up: set[str | None]
+) -> list[Claim]:
     """The attempt to send for each claimed payment (recorded in this transaction)."""
     methods = _methods(session, payments)
-    signing_up = _signing_up(session, payments)
     claims = []
     for payment in payments:
         method = methods[payment.payment_method_id]
