@@ -278,6 +278,11 @@ class PayPalProvider:
             return ChargeResult(status="requires_action", reference=order_id, redirect_url=url)
         if issue.issue == "ORDER_ALREADY_CAPTURED":
             return _result(self._get(account, order_id))
+        if issue.issue == "DUPLICATE_INVOICE_ID":
+            # Another order of this payment was captured: it was charged, not declined. Only
+            # a re-send past the 6 hours PayPal keeps the request id gets here (a worker
+            # that died mid-capture, and nothing ran for that long): a person must look.
+            raise OutcomeUnknown("paypal: this payment's invoice id was captured already")
         raise issue
 
     @staticmethod

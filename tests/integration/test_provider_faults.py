@@ -19,7 +19,7 @@ from app.clock import utcnow
 from app.ids import new_id
 from app.models import PaymentAttempt
 from app.providers.base import ChargeRequest
-from app.providers.errors import PaymentDeclined, ProviderRateLimited
+from app.providers.errors import OutcomeUnknown, PaymentDeclined, ProviderRateLimited
 from app.services import charge
 from tests.sim.fixtures import TOKENS, Merchant, Sims
 from tests.sim.paypal_sim import PayPalSim
@@ -157,6 +157,25 @@ def test_a_paypal_capture_whose_answer_was_lost_is_found_after_the_request_ids_e
     assert sims.ledger("paypal", payment["id"]) == 1
     assert [o["id"] for o in sims.paypal.orders.values()
             if o["purchase_units"][0].get("custom_id") == payment["id"]] == [order["id"]]
+
+
+def test_a_paypal_capture_resent_after_the_request_ids_expired_is_unknown_not_declined(
+    merchant: Merchant, sims: Sims
+) -> None:
+    adapter = merchant.container.providers.get("paypal", merchant.tenant_id)
+    payment_id = new_id("pay")
+    request = ChargeRequest(
+        tenant_id=merchant.tenant_id, livemode=False, payment_id=payment_id, attempt=1,
+        idempotency_key=f"{payment_id}:1", amount=500, currency="usd",
+        token=TOKENS["paypal"]["ok"], off_session=True,
+    )
+    sims.paypal.inject("lost", MONEY_CALL["paypal"])
+    with pytest.raises(OutcomeUnknown):  # captured; the worker dies before recording it
+        adapter.charge(request)
+    sims.paypal.forget_request_ids()  # nothing ran for 6 hours
+    with pytest.raises(OutcomeUnknown):  # a new order, refused: the invoice id was paid
+        adapter.charge(request)
+    assert sims.ledger("paypal", payment_id) == 1
 
 
 @PROVIDERS
