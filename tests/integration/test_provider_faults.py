@@ -43,6 +43,28 @@ def keys_sent(sim: StripeSim | PayPalSim, provider: str, payment_id: str) -> lis
     return [k for k in keys if k.startswith(f"{payment_id}:")]
 
 
+def charge_request(merchant: Merchant, provider: str, *, payment_id: str | None = None,
+                   attempt: int = 1, amount: int = 500, currency: str = "usd",
+                   off_session: bool = False) -> ChargeRequest:
+    """An attempt to charge the provider's good test method, sent to the adapter directly."""
+    payment_id = payment_id or new_id("pay")
+    return ChargeRequest(
+        tenant_id=merchant.tenant_id, livemode=False, payment_id=payment_id, attempt=attempt,
+        idempotency_key=f"{payment_id}:{attempt}", amount=amount, currency=currency,
+        token=TOKENS[provider]["ok"], off_session=off_session,
+    )
+
+
+def sent_past_the_window(merchant: Merchant, provider: str, payment_id: str) -> None:
+    """Date the payment's attempts back beyond the provider's idempotency-key window."""
+    window = merchant.container.providers.get(provider, merchant.tenant_id).idempotency_window
+    assert window is not None
+    with merchant.container.session_factory() as session:
+        session.execute(update(PaymentAttempt).where(PaymentAttempt.payment_id == payment_id)
+                        .values(created_at=utcnow() - window - timedelta(minutes=1)))
+        session.commit()
+
+
 @pytest.fixture(autouse=True)
 def _no_leftover_faults(sims: Sims) -> None:
     sims.stripe.clear_faults()
@@ -71,18 +93,13 @@ def test_a_429_carries_retry_after_and_is_retried(
 ) -> None:
     sim = getattr(sims, provider)
     adapter = merchant.container.providers.get(provider, merchant.tenant_id)
-    payment_id = new_id("pay")
-    request = ChargeRequest(
-        tenant_id=merchant.tenant_id, livemode=False, payment_id=payment_id, attempt=1,
-        idempotency_key=f"{payment_id}:1", amount=500, currency="usd",
-        token=TOKENS[provider]["ok"], off_session=False,
-    )
+    request = charge_request(merchant, provider)
     sim.inject("429", FIRST_CALL[provider], retry_after=7)
     with pytest.raises(ProviderRateLimited) as limited:
         adapter.charge(request)
     assert limited.value.retry_after == 7
     assert adapter.charge(request).status == "succeeded"
-    assert sims.ledger(provider, payment_id) == 1
+    assert sims.ledger(provider, request.payment_id) == 1
 
     payment = merchant.pay(provider, TOKENS[provider]["ok"])
     sim.inject("429", MONEY_CALL[provider], retry_after=2)
@@ -123,12 +140,7 @@ def test_an_attempt_older_than_the_providers_idempotency_window_is_never_sent_ag
     payment = merchant.pay(provider, TOKENS[provider]["ok"])
     sim.inject("reset", MONEY_CALL[provider])
     assert merchant.charge(payment["id"])["status"] == "unknown"
-    window = merchant.container.providers.get(provider, merchant.tenant_id).idempotency_window
-    assert window is not None
-    with merchant.container.session_factory() as session:  # the attempt was sent long ago
-        session.execute(update(PaymentAttempt).where(PaymentAttempt.payment_id == payment["id"])
-                        .values(created_at=utcnow() - window - timedelta(minutes=1)))
-        session.commit()
+    sent_past_the_window(merchant, provider, payment["id"])
     assert merchant.reconcile(payment["id"])["status"] == "unknown"  # left for a person
     assert keys_sent(sim, provider, payment["id"]) == [f"{payment['id']}:1"]
     assert sims.ledger(provider, payment["id"]) == 0
@@ -144,12 +156,7 @@ def test_a_paypal_capture_whose_answer_was_lost_is_found_after_the_request_ids_e
     # Reconciliation could not run for 6 hours: replaying the order's creation would now
     # make a new, empty order. The attempt kept the order's id, which finds the capture.
     sims.paypal.forget_request_ids()
-    window = merchant.container.providers.get("paypal", merchant.tenant_id).idempotency_window
-    assert window is not None
-    with merchant.container.session_factory() as session:
-        session.execute(update(PaymentAttempt).where(PaymentAttempt.payment_id == payment["id"])
-                        .values(created_at=utcnow() - window - timedelta(minutes=1)))
-        session.commit()
+    sent_past_the_window(merchant, "paypal", payment["id"])
     settled = merchant.reconcile(payment["id"])
     assert settled["status"] == "succeeded"
     assert statuses(settled) == ["succeeded"]
@@ -163,19 +170,14 @@ def test_a_paypal_capture_resent_after_the_request_ids_expired_is_unknown_not_de
     merchant: Merchant, sims: Sims
 ) -> None:
     adapter = merchant.container.providers.get("paypal", merchant.tenant_id)
-    payment_id = new_id("pay")
-    request = ChargeRequest(
-        tenant_id=merchant.tenant_id, livemode=False, payment_id=payment_id, attempt=1,
-        idempotency_key=f"{payment_id}:1", amount=500, currency="usd",
-        token=TOKENS["paypal"]["ok"], off_session=True,
-    )
+    request = charge_request(merchant, "paypal", off_session=True)
     sims.paypal.inject("lost", MONEY_CALL["paypal"])
     with pytest.raises(OutcomeUnknown):  # captured; the worker dies before recording it
         adapter.charge(request)
     sims.paypal.forget_request_ids()  # nothing ran for 6 hours
     with pytest.raises(OutcomeUnknown):  # a new order, refused: the invoice id was paid
         adapter.charge(request)
-    assert sims.ledger("paypal", payment_id) == 1
+    assert sims.ledger("paypal", request.payment_id) == 1
 
 
 @PROVIDERS
@@ -218,11 +220,8 @@ def test_a_500_after_the_charge_never_charges_twice(
     assert merchant.charge(payment["id"])["status"] == "unknown"
     # Pretend the reconciler was told "never seen" and a new attempt was made anyway.
     adapter = merchant.container.providers.get(provider, merchant.tenant_id)
-    second = ChargeRequest(
-        tenant_id=merchant.tenant_id, livemode=False, payment_id=payment["id"], attempt=2,
-        idempotency_key=f"{payment['id']}:2", amount=1999, currency="usd",
-        token=TOKENS[provider]["ok"], off_session=False,
-    )
+    second = charge_request(merchant, provider, payment_id=payment["id"], attempt=2,
+                            amount=1999)
     assert adapter.charge(second).status == "succeeded"
     assert sims.ledger(provider, payment["id"]) == 1
 
@@ -260,12 +259,8 @@ def test_paypal_takes_huf_in_whole_units_and_declines_the_rest_before_calling(
     adapter = merchant.container.providers.get("paypal", merchant.tenant_id)
 
     def request(amount: int) -> ChargeRequest:
-        payment_id = new_id("pay")
-        return ChargeRequest(
-            tenant_id=merchant.tenant_id, livemode=False, payment_id=payment_id, attempt=1,
-            idempotency_key=f"{payment_id}:1", amount=amount, currency="huf",
-            token=TOKENS["paypal"]["ok"], off_session=True,
-        )
+        return charge_request(merchant, "paypal", amount=amount, currency="huf",
+                              off_session=True)
 
     whole = request(150_000)  # 1,500 HUF
     assert adapter.charge(whole).status == "succeeded"
