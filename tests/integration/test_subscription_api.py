@@ -18,6 +18,7 @@ from werkzeug.test import TestResponse
 from app.bootstrap import Container
 from app.models import OutboxEvent, PaymentMethod, Plan, SandboxCharge, Subscription
 from tests.integration.test_subscriptions import (
+    active_on_clock,
     advance,
     clock,
     payments_of,
@@ -376,9 +377,7 @@ def test_test_clock_only_moves_forward(api: Api) -> None:
 def test_advancing_a_clock_that_is_still_advancing_is_409(
     api: Api, worker: object, container: Container
 ) -> None:
-    c = clock(api, "2024-01-01T00:00:00Z")
-    sub = subscribe(api, plan(api)["id"], clock_id=c["id"])
-    wait_status(api, sub["id"], "active")
+    c, sub = active_on_clock(api, "2024-01-01T00:00:00Z")
     url = f"/test-clocks/{c['id']}/advance"
     with row_locked(container, sub["id"]):  # the advance waits for our lock on its renewal
         started = api.ok(api.post(url, {"frozen_time": "2024-02-01T00:00:00Z"}), 202)
@@ -491,9 +490,7 @@ def test_lifecycle_writes_one_event_per_change_in_order(
 
 
 def test_actions_write_their_events(api: Api, worker: object, container: Container) -> None:
-    c = clock(api, "2024-01-15T00:00:00Z")
-    sub = subscribe(api, plan(api)["id"], clock_id=c["id"])
-    wait_status(api, sub["id"], "active")
+    c, sub = active_on_clock(api, "2024-01-15T00:00:00Z")
     url = f"/subscriptions/{sub['id']}"
     api.ok(api.post(f"{url}/change-plan", {"plan_id": plan(api)["id"], "proration": "none"}), 200)
     api.ok(api.post(f"{url}/pause"), 200)
@@ -516,9 +513,7 @@ def test_actions_write_their_events(api: Api, worker: object, container: Contain
 def test_resume_at_the_instant_of_a_paid_period_charges_it_once(
     api: Api, worker: object, container: Container
 ) -> None:
-    c = clock(api, "2024-01-15T00:00:00Z")
-    sub = subscribe(api, plan(api)["id"], clock_id=c["id"])
-    wait_status(api, sub["id"], "active")
+    c, sub = active_on_clock(api, "2024-01-15T00:00:00Z")
     url = f"/subscriptions/{sub['id']}"
     api.ok(api.post(f"{url}/pause"), 200)
     resumed = api.ok(api.post(f"{url}/resume"), 200)

@@ -41,6 +41,15 @@ def wait_status(api: Api, sub_id: str, status: str, timeout: float = 20) -> dict
                       timeout, what=f"{sub_id} to be {status}")
 
 
+def active_on_clock(api: Api, at: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A test clock frozen at `at`, and a monthly subscription on it whose first payment
+    has succeeded."""
+    c = clock(api, at)
+    sub = subscribe(api, plan(api)["id"], clock_id=c["id"])
+    wait_status(api, sub["id"], "active")
+    return c, sub
+
+
 def advance(api: Api, clock_id: str, to: str, timeout: float = 60) -> None:
     api.ok(api.post(f"/test-clocks/{clock_id}/advance", {"frozen_time": to}), 202)
     eventually(lambda: api.ok(api.get(f"/test-clocks/{clock_id}"), 200)["status"] == "ready",
@@ -95,9 +104,7 @@ def events(container: Container, key: str, event_type: str) -> list[dict[str, An
 def test_a_year_of_monthly_renewals_on_a_test_clock(
     api: Api, worker: object, container: Container
 ) -> None:
-    c = clock(api, "2024-01-31T00:00:00Z")
-    sub = subscribe(api, plan(api)["id"], clock_id=c["id"])
-    wait_status(api, sub["id"], "active")
+    c, sub = active_on_clock(api, "2024-01-31T00:00:00Z")
     advance(api, c["id"], "2025-01-31T00:00:00Z")
     payments = payments_of(api, sub["id"])
     assert [p["status"] for p in payments] == ["succeeded"] * 13
@@ -156,9 +163,7 @@ def test_provider_down_through_an_advance_fails_the_renewal_and_the_clock_turns_
 def test_an_outage_at_a_renewal_is_settled_before_the_next_period_is_billed(
     api: Api, worker: object, container: Container
 ) -> None:
-    c = clock(api, "2024-05-01T00:00:00Z")
-    sub = subscribe(api, plan(api)["id"], clock_id=c["id"])
-    wait_status(api, sub["id"], "active")
+    c, sub = active_on_clock(api, "2024-05-01T00:00:00Z")
     with container.session_factory() as session:  # the card's provider goes down from now
         session.execute(update(PaymentMethod).where(
             PaymentMethod.id == sub["payment_method_id"]).values(token="tok_error"))
@@ -231,9 +236,7 @@ def test_conflicting_action_is_409(api: Api, worker: object, action: str) -> Non
 
 
 def test_pause_and_resume_charges_a_new_period(api: Api, worker: object) -> None:
-    c = clock(api, "2024-01-10T00:00:00Z")
-    sub = subscribe(api, plan(api)["id"], clock_id=c["id"])
-    wait_status(api, sub["id"], "active")
+    c, sub = active_on_clock(api, "2024-01-10T00:00:00Z")
     paused = api.ok(api.post(f"/subscriptions/{sub['id']}/pause"), 200)
     assert paused["status"] == "paused"
     advance(api, c["id"], "2024-03-01T00:00:00Z")
@@ -246,9 +249,7 @@ def test_pause_and_resume_charges_a_new_period(api: Api, worker: object) -> None
 
 
 def test_cancel_at_period_end(api: Api, worker: object) -> None:
-    c = clock(api, "2024-01-10T00:00:00Z")
-    sub = subscribe(api, plan(api)["id"], clock_id=c["id"])
-    wait_status(api, sub["id"], "active")
+    c, sub = active_on_clock(api, "2024-01-10T00:00:00Z")
     pending = api.ok(api.post(f"/subscriptions/{sub['id']}/cancel", {"at_period_end": True}), 200)
     assert pending["cancel_at_period_end"] is True and pending["status"] == "active"
     advance(api, c["id"], "2024-03-01T00:00:00Z")
