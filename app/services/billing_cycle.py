@@ -58,8 +58,13 @@ def next_due(sub: Subscription) -> Due | None:
     if sub.status is Status.PAST_DUE and sub.retry_at is not None:
         return Due("retry", sub.retry_at)
     if sub.status is Status.INCOMPLETE:
-        return Due("expire", sub.created_at + INCOMPLETE_EXPIRY)
+        return Due("expire", _expires_at(sub))
     return None
+
+
+def _expires_at(sub: Subscription) -> datetime:
+    """When an `incomplete` subscription expires if its first payment has not succeeded."""
+    return sub.created_at + INCOMPLETE_EXPIRY
 
 
 def schedule(sub: Subscription) -> None:
@@ -209,7 +214,7 @@ def _unpaid(session: Session, sub: Subscription, payment: Payment, *, hard: bool
     at = sub.retry_at or payment.period_start or payment.created_at
     if sub.status is Status.INCOMPLETE:
         stopped = payment.failure_code == PAYMENT_EXPIRED[0]
-        _expire(session, sub, sub.created_at + INCOMPLETE_EXPIRY if stopped else at)
+        _expire(session, sub, _expires_at(sub) if stopped else at)
         return
     sub.first_failure_at = sub.first_failure_at or at
     days = retry_days(session, sub.tenant_id)
