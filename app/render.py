@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from app.models import Customer, Payment, PaymentMethod, Plan, Refund, Subscription, TestClock
+from app.models import (
+    Customer,
+    Payment,
+    PaymentMethod,
+    Plan,
+    Refund,
+    SandboxCharge,
+    Subscription,
+    TestClock,
+)
 
 Json = dict[str, Any]
 
@@ -133,5 +142,16 @@ def test_clock(c: TestClock) -> Json:
         "frozen_time": timestamp(c.frozen_time),
         "status": c.status.value,
         "livemode": c.livemode,
+        "created_at": timestamp(c.created_at),
+    }
+
+
+def sandbox_charge(c: SandboxCharge) -> Json:
+    return {
+        "id": c.id,
+        "payment_id": c.payment_id,
+        "idempotency_key": c.idempotency_key,
+        "amount": c.amount,
+        "currency": c.currency,
         "created_at": timestamp(c.created_at),
     }

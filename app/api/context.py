@@ -6,6 +6,7 @@ from flask import current_app, g
 
 from app.bootstrap import Container
 from app.models.uow import UnitOfWork
+from app.services.queries import Reader
 from app.services.scope import Scope
 from app.services.tenants import Caller
 
@@ -22,6 +23,11 @@ def uow() -> UnitOfWork:
         g.uow = container().uow().__enter__()
     current: UnitOfWork = g.uow
     return current
+
+
+def reader() -> Reader:
+    """Where this request's reads run (GETs go through app.services.queries)."""
+    return Reader(container().session_factory)
 
 
 def close_uow(_: BaseException | None = None) -> None:

@@ -8,8 +8,7 @@ from app import render
 from app.api import context, schemas
 from app.api.responses import ViewResult, page
 from app.api.routing import Api
-from app.models import Customer
-from app.services import customers
+from app.services import customers, queries
 
 api = Api(Blueprint("customers", __name__), tag="Customers")
 
@@ -29,7 +28,7 @@ def create_customer(body: schemas.CustomerRequest) -> ViewResult:
 
 @api.route("GET", "/customers/<customer_id>", summary="Get a customer", response=schemas.Customer)
 def get_customer(customer_id: str) -> ViewResult:
-    return render.customer(context.scope().get(context.uow().session, Customer, customer_id)), 200
+    return queries.customer(context.reader(), context.scope(), customer_id), 200
 
 
 @api.route(
@@ -41,10 +40,8 @@ def get_customer(customer_id: str) -> ViewResult:
     list_response=True,
 )
 def list_customers(query: schemas.ListQuery) -> ViewResult:
-    rows, more = context.scope().page(
-        context.uow().session, Customer, limit=query.limit, starting_after=query.starting_after
-    )
-    return page([render.customer(c) for c in rows], more)
+    return page(*queries.customers(context.reader(), context.scope(), limit=query.limit,
+                                   starting_after=query.starting_after))
 
 
 @api.route(

@@ -13,12 +13,11 @@ import re
 from collections.abc import Callable
 
 from flask import Response, request
-from sqlalchemy import func, select
 
 from app.api import context
 from app.api.errors import Problem
 from app.api.responses import ViewResult, json_response
-from app.models import IdempotencyKey
+from app.services import idempotency
 
 HEADER = "Idempotency-Key"
 _VALID_KEY = re.compile(r"[\x20-\x7e]{1,255}")
@@ -39,17 +38,13 @@ def run(view: Callable[[], ViewResult], *, required: bool, fingerprint: str) -> 
             400, "invalid_idempotency_key", f"{HEADER} must be 1-255 printable ASCII characters."
         )
     scope = context.scope()
-    lock_name = f"{scope.tenant_id}:{int(scope.livemode)}:{key}"
-    locked = uow.session.scalar(
-        select(func.pg_try_advisory_xact_lock(func.hashtextextended(lock_name, 0)))
-    )
-    if not locked:
+    if not idempotency.lock(uow.session, scope, key):
         raise Problem(
             409,
             "idempotency_key_in_use",
             "A request with this Idempotency-Key is still being processed.",
         )
-    stored = uow.session.get(IdempotencyKey, (scope.tenant_id, scope.livemode, key))
+    stored = idempotency.stored(uow.session, scope, key)
     if stored is not None:
         if stored.request_hash != fingerprint:
             raise Problem(
@@ -68,17 +63,8 @@ def run(view: Callable[[], ViewResult], *, required: bool, fingerprint: str) -> 
         return replay
     result = view()
     body, status, *rest = result
-    uow.session.add(
-        IdempotencyKey(
-            tenant_id=scope.tenant_id,
-            livemode=scope.livemode,
-            key=key,
-            request_hash=fingerprint,
-            status_code=status,
-            response_body=body,
-            response_headers=rest[0] if rest else {},
-        )
-    )
+    idempotency.store(uow.session, scope, key, fingerprint=fingerprint, status=status,
+                      body=body, headers=rest[0] if rest else {})
     response = json_response(result)
     uow.commit()
     return response

@@ -8,8 +8,7 @@ from app import render
 from app.api import context, schemas
 from app.api.responses import ViewResult, page
 from app.api.routing import Api
-from app.models import Payment
-from app.services import payments
+from app.services import payments, queries
 
 api = Api(Blueprint("payments", __name__), tag="Payments")
 
@@ -32,7 +31,7 @@ def pay(body: schemas.PayRequest) -> ViewResult:
 
 @api.route("GET", "/payments/<payment_id>", summary="Get a payment", response=schemas.Payment)
 def get_payment(payment_id: str) -> ViewResult:
-    return render.payment(context.scope().get(context.uow().session, Payment, payment_id)), 200
+    return queries.payment(context.reader(), context.scope(), payment_id), 200
 
 
 @api.route(
@@ -45,14 +44,8 @@ def get_payment(payment_id: str) -> ViewResult:
 )
 def list_payments(query: schemas.PaymentListQuery) -> ViewResult:
     filters = query.model_dump(exclude_none=True, exclude={"limit", "starting_after"})
-    rows, more = context.scope().page(
-        context.uow().session,
-        Payment,
-        filters=filters,
-        limit=query.limit,
-        starting_after=query.starting_after,
-    )
-    return page([render.payment(p) for p in rows], more)
+    return page(*queries.payments(context.reader(), context.scope(), limit=query.limit,
+                                  starting_after=query.starting_after, filters=filters))
 
 
 @api.route(

@@ -8,8 +8,7 @@ from app import render
 from app.api import context, schemas
 from app.api.responses import ViewResult, page
 from app.api.routing import Api
-from app.models import Plan
-from app.services import plans
+from app.services import plans, queries
 
 api = Api(Blueprint("plans", __name__), tag="Plans")
 
@@ -28,7 +27,7 @@ def create_plan(body: schemas.PlanRequest) -> ViewResult:
 
 @api.route("GET", "/plans/<plan_id>", summary="Get a plan", response=schemas.Plan)
 def get_plan(plan_id: str) -> ViewResult:
-    return render.plan(context.scope().get(context.uow().session, Plan, plan_id)), 200
+    return queries.plan(context.reader(), context.scope(), plan_id), 200
 
 
 @api.route(
@@ -40,10 +39,8 @@ def get_plan(plan_id: str) -> ViewResult:
     list_response=True,
 )
 def list_plans(query: schemas.ListQuery) -> ViewResult:
-    rows, more = context.scope().page(
-        context.uow().session, Plan, limit=query.limit, starting_after=query.starting_after
-    )
-    return page([render.plan(p) for p in rows], more)
+    return page(*queries.plans(context.reader(), context.scope(), limit=query.limit,
+                               starting_after=query.starting_after))
 
 
 @api.route(

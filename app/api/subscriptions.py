@@ -8,8 +8,7 @@ from app import render
 from app.api import context, schemas
 from app.api.responses import ViewResult, page
 from app.api.routing import Api
-from app.models import Subscription
-from app.services import subscriptions
+from app.services import queries, subscriptions
 
 api = Api(Blueprint("subscriptions", __name__), tag="Subscriptions")
 
@@ -33,9 +32,7 @@ def create_subscription(body: schemas.SubscriptionRequest) -> ViewResult:
     "GET", "/subscriptions/<sub_id>", summary="Get a subscription", response=schemas.Subscription
 )
 def get_subscription(sub_id: str) -> ViewResult:
-    return render.subscription(
-        context.scope().get(context.uow().session, Subscription, sub_id)
-    ), 200
+    return queries.subscription(context.reader(), context.scope(), sub_id), 200
 
 
 @api.route(
@@ -48,14 +45,8 @@ def get_subscription(sub_id: str) -> ViewResult:
 )
 def list_subscriptions(query: schemas.SubscriptionListQuery) -> ViewResult:
     filters = query.model_dump(exclude_none=True, exclude={"limit", "starting_after"})
-    rows, more = context.scope().page(
-        context.uow().session,
-        Subscription,
-        filters=filters,
-        limit=query.limit,
-        starting_after=query.starting_after,
-    )
-    return page([render.subscription(s) for s in rows], more)
+    return page(*queries.subscriptions(context.reader(), context.scope(), limit=query.limit,
+                                       starting_after=query.starting_after, filters=filters))
 
 
 @api.route(

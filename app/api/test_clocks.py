@@ -8,7 +8,7 @@ from app import render
 from app.api import context, schemas
 from app.api.responses import ViewResult
 from app.api.routing import Api
-from app.services import clocks
+from app.services import clocks, queries
 
 api = Api(Blueprint("test_clocks", __name__), tag="Test clocks")
 
@@ -29,7 +29,7 @@ def create_clock(body: schemas.TestClockRequest) -> ViewResult:
 
 @api.route("GET", "/test-clocks/<clock_id>", summary="Get a test clock", response=schemas.TestClock)
 def get_clock(clock_id: str) -> ViewResult:
-    return render.test_clock(clocks.get_clock(context.uow(), context.scope(), clock_id)), 200
+    return queries.test_clock(context.reader(), context.scope(), clock_id), 200
 
 
 @api.route(

@@ -125,14 +125,6 @@ class SandboxProvider:
             charge.amount_refunded += request.amount
             return RefundResult(reference=refund.id)
 
-    def charges_for(self, tenant_id: str, payment_id: str | None) -> list[SandboxCharge]:
-        """The ledger: a tenant's accepted charges, optionally of one payment, newest first."""
-        with self._sessions() as session:
-            query = select(SandboxCharge).where(SandboxCharge.tenant_id == tenant_id)
-            if payment_id is not None:
-                query = query.where(SandboxCharge.payment_id == payment_id)
-            return list(session.scalars(query.order_by(SandboxCharge.id.desc()).limit(1000)))
-
     def charge_count(self, payment_id: str) -> int:
         """How many charges the sandbox accepted for one payment (1 at most, if all is well)."""
         with self._sessions() as session:

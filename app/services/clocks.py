@@ -40,10 +40,10 @@ def create_clock(uow: UnitOfWork, scope: Scope, frozen_time: datetime) -> TestCl
     return clock
 
 
-def get_clock(uow: UnitOfWork, scope: Scope, clock_id: str) -> TestClock:
+def get_clock(session: Session, scope: Scope, clock_id: str) -> TestClock:
     """A test clock in scope (test mode only)."""
     _test_mode_only(scope)
-    return scope.get(uow.session, TestClock, clock_id)
+    return scope.get(session, TestClock, clock_id)
 
 
 def start_advance(

@@ -31,7 +31,7 @@ def create_customer(
 ) -> Customer:
     """Add a customer to the caller's tenant and mode, optionally living on a test clock."""
     if test_clock_id is not None:
-        get_clock(uow, scope, test_clock_id)
+        get_clock(uow.session, scope, test_clock_id)
     customer = Customer(
         test_clock_id=test_clock_id,
         id=new_id("cus"),

@@ -12,6 +12,9 @@ from app.providers.base import ChargeRequest, ChargeResult
 from app.providers.errors import PaymentDeclined, ProviderUnavailable
 from app.providers.registry import ProviderRegistry
 from app.providers.sandbox import SandboxProvider
+from app.services import queries
+from app.services.queries import Reader
+from app.services.scope import Scope
 from tests.support import eventually
 
 
@@ -41,9 +44,8 @@ def registry(container: Container) -> ProviderRegistry:
 
 
 def ledger(container: Container, tenant_id: str) -> int:
-    sandbox = container.providers.get("sandbox")
-    assert isinstance(sandbox, SandboxProvider)
-    return len(sandbox.charges_for(tenant_id, None))
+    reader = Reader(container.session_factory)
+    return len(queries.sandbox_charges(reader, Scope(tenant_id, livemode=False), None))
 
 
 def test_the_breaker_opens_after_the_configured_failures_then_fails_fast(

@@ -1,0 +1,99 @@
+"""The read side: what every GET reads, and the one place that decides where a read runs.
+
+Views call `payment(reader, scope, id)`, `payments(reader, scope, ...)`, … and get the
+public JSON shape back; no view touches a model or a session. Each function runs its
+read through the caller's `Reader`, which picks the database: a replica that has
+replayed the caller's last write when there is one, else the primary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import render
+from app.models import Customer, Payment, Plan, SandboxCharge, Subscription
+from app.models.base import TenantOwned
+from app.services.clocks import get_clock
+from app.services.errors import Forbidden
+from app.services.scope import Scope
+
+T = TypeVar("T")
+M = TypeVar("M", bound=TenantOwned)
+Json = dict[str, Any]
+Page = tuple[list[Json], bool]
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Where one caller's reads run."""
+
+    primary: sessionmaker[Session]
+
+    def run(self, read: Callable[[Session], T]) -> T:
+        """Run `read` in a read-only transaction of its own and return what it returns."""
+        with self.primary() as session:
+            return read(session)
+
+
+def payment(reader: Reader, scope: Scope, payment_id: str) -> Json:
+    return reader.run(lambda s: render.payment(scope.get(s, Payment, payment_id)))
+
+
+def payments(reader: Reader, scope: Scope, *, limit: int, starting_after: str | None,
+             filters: Mapping[str, object]) -> Page:
+    return _page(reader, scope, Payment, render.payment, limit, starting_after, filters)
+
+
+def customer(reader: Reader, scope: Scope, customer_id: str) -> Json:
+    return reader.run(lambda s: render.customer(scope.get(s, Customer, customer_id)))
+
+
+def customers(reader: Reader, scope: Scope, *, limit: int, starting_after: str | None) -> Page:
+    return _page(reader, scope, Customer, render.customer, limit, starting_after, {})
+
+
+def plan(reader: Reader, scope: Scope, plan_id: str) -> Json:
+    return reader.run(lambda s: render.plan(scope.get(s, Plan, plan_id)))
+
+
+def plans(reader: Reader, scope: Scope, *, limit: int, starting_after: str | None) -> Page:
+    return _page(reader, scope, Plan, render.plan, limit, starting_after, {})
+
+
+def subscription(reader: Reader, scope: Scope, sub_id: str) -> Json:
+    return reader.run(lambda s: render.subscription(scope.get(s, Subscription, sub_id)))
+
+
+def subscriptions(reader: Reader, scope: Scope, *, limit: int, starting_after: str | None,
+                  filters: Mapping[str, object]) -> Page:
+    return _page(reader, scope, Subscription, render.subscription, limit, starting_after, filters)
+
+
+def test_clock(reader: Reader, scope: Scope, clock_id: str) -> Json:
+    return reader.run(lambda s: render.test_clock(get_clock(s, scope, clock_id)))
+
+
+def sandbox_charges(reader: Reader, scope: Scope, payment_id: str | None) -> list[Json]:
+    """The sandbox's ledger of a tenant's accepted charges (test mode), newest first."""
+    if scope.livemode:
+        raise Forbidden("The sandbox is available in test mode only.")
+    query = select(SandboxCharge).where(SandboxCharge.tenant_id == scope.tenant_id)
+    if payment_id is not None:
+        query = query.where(SandboxCharge.payment_id == payment_id)
+    query = query.order_by(SandboxCharge.id.desc()).limit(1000)
+    return reader.run(lambda s: [render.sandbox_charge(c) for c in s.scalars(query)])
+
+
+def _page(reader: Reader, scope: Scope, model: type[M], shape: Callable[[M], Json], limit: int,
+          starting_after: str | None, filters: Mapping[str, object]) -> Page:
+    def read(session: Session) -> Page:
+        rows, more = scope.page(session, model, limit=limit, starting_after=starting_after,
+                                filters=filters)
+        return [shape(row) for row in rows], more
+
+    return reader.run(read)
