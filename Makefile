@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench-pay clean
+.PHONY: run test lint bench-pay task-defs clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -18,8 +18,11 @@ test: $(STAMP)  ## the whole suite against the local PostgreSQL, Redis and Kafka
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check app tests bench wsgi.py
-	$(VENV)/bin/mypy app
+	$(VENV)/bin/ruff check app tests bench infra wsgi.py
+	$(VENV)/bin/mypy app infra/processes.py
+
+task-defs: $(STAMP)  ## rewrite ecs-task-defs/*.json from infra/processes.py
+	$(PY) -m infra.processes
 
 bench-pay: $(STAMP)
 	$(PY) bench/pay.py

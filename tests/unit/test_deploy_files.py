@@ -1,10 +1,12 @@
 """The deployment files, checked by real tools without a Docker engine or AWS.
 
-ECS task definitions are validated against the `RegisterTaskDefinition` input shape of
-botocore's ECS service model (types, required and unknown keys, enum values) plus our
-own rules; docker/Dockerfile is parsed by the `dockerfile` package (the official Go
-parser) and the build context is computed with docker-py's `.dockerignore` matcher.
-The packages are imported at module level on purpose: a missing one fails the run.
+ECS task definitions are rendered from infra/processes.py, the one description the CDK
+stacks build theirs from (`make task-defs` rewrites them); they are validated against the
+`RegisterTaskDefinition` input shape of botocore's ECS service model (types, required and
+unknown keys, enum values) plus our own rules; docker/Dockerfile is parsed by the
+`dockerfile` package (the official Go parser) and the build context is computed with
+docker-py's `.dockerignore` matcher. The packages are imported at module level on purpose:
+a missing one fails the run.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from docker.utils.build import exclude_paths
 
 from app.config import Config
 from app.mail.sender import Mailer
+from infra import processes
+from infra.processes import TASK_DEF_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
-TASK_DEF_DIR = ROOT / "ecs-task-defs"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 
 #: Every process the image runs, and the command it is started with (README, API.md).
@@ -183,6 +186,13 @@ def readme_commands() -> list[str]:
 
 def test_there_is_one_task_definition_per_process() -> None:
     assert sorted(path.stem for path in task_def_paths()) == sorted(PROCESSES)
+    assert sorted(processes.BY_NAME) == sorted(PROCESSES)
+
+
+@pytest.mark.parametrize("process", PROCESSES)
+def test_task_definition_is_rendered_from_the_one_description(process: str) -> None:
+    text = (TASK_DEF_DIR / f"{process}.json").read_text()
+    assert text == processes.render(processes.BY_NAME[process]), "run `make task-defs`"
 
 
 @pytest.mark.parametrize("path", task_def_paths(), ids=lambda path: path.stem)
