@@ -88,6 +88,8 @@ class Payment(TenantOwned, Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     next_action: Mapped[dict[str, Any] | None]
     lease_until: Mapped[datetime | None]
+    #: Who holds the lease: the claim whose worker keeps it alive while it sends the attempt.
+    lease_owner: Mapped[str | None] = mapped_column(String(32))
     updated_at: Mapped[datetime] = mapped_column(
         default=utcnow, onupdate=utcnow, server_default=func.now()
     )

@@ -23,6 +23,9 @@ class SandboxCharge(Base):
     currency: Mapped[str] = mapped_column(String(3))
     amount_refunded: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    #: When the sandbox answers the request that made it (`tok_slow_N`: N seconds after it
+    #: came); until then its key is in flight and a request with the same key is refused.
+    answer_at: Mapped[datetime | None]
 
 
 class SandboxRefund(Base):

@@ -53,6 +53,13 @@ class OutcomeUnknown(ProviderError):
         self.reference = reference
 
 
+class RequestInFlight(OutcomeUnknown):
+    """Raised when the provider refused a request because another with the same idempotency
+    key is still in flight (Stripe's 409): that one may charge, so the outcome is unknown."""
+
+    code = "request_in_flight"
+
+
 class InvalidPaymentMethod(ProviderError):
     """Raised when a token cannot be attached: unknown to the provider or not allowed here."""
 
@@ -65,6 +72,13 @@ class ProviderUnreachable(ProviderUnavailable):
     Unlike other unavailability, nothing can have been charged, so a one-time payment may
     safely be sent to another provider instead.
     """
+
+
+class ProviderMisconfigured(ProviderError):
+    """Raised when the provider refused our credentials (401/403): a configuration error for
+    an operator to fix, not an outage; it is not retried and does not open a breaker."""
+
+    code = "provider_misconfigured"
 
 
 class ProviderNotConfigured(ProviderError):

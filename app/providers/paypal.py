@@ -50,10 +50,12 @@ from app.providers.errors import (
     OutcomeUnknown,
     PaymentDeclined,
     ProviderError,
+    ProviderMisconfigured,
     ProviderNotConfigured,
     ProviderRateLimited,
     ProviderUnavailable,
     ProviderUnreachable,
+    RequestInFlight,
     WebhookRejected,
 )
 from app.providers.transport import never_sent, retry_after
@@ -68,6 +70,8 @@ WEBHOOK_HEADERS = {  # verify-webhook-signature field -> (lower-cased) delivery 
     "transmission_time": "paypal-transmission-time",
 }
 _ACTION_LINKS = ("payer-action", "approve")
+#: Refusals that mean "the request with this PayPal-Request-Id is still in progress".
+_IN_FLIGHT = frozenset({"PREVIOUS_REQUEST_IN_PROGRESS", "RESOURCE_CONFLICT"})
 
 
 @dataclass(frozen=True)
@@ -376,9 +380,9 @@ def _mapped(*, money: bool) -> Iterator[None]:
     try:
         yield
     except ApiException as exc:
-        raise _from_status(exc) from None
+        raise _from_status(exc, money=money) from None
     except AuthValidationException:
-        raise ProviderUnavailable("paypal rejected the credentials") from None
+        raise ProviderMisconfigured("paypal rejected the credentials") from None
     except requests.RequestException as exc:
         if never_sent(exc):
             raise ProviderUnreachable("paypal: could not connect") from None
@@ -388,14 +392,16 @@ def _mapped(*, money: bool) -> Iterator[None]:
         raise ProviderUnavailable("paypal: the connection failed") from None
 
 
-def _from_status(exc: ApiException) -> Exception:
+def _from_status(exc: ApiException, *, money: bool) -> Exception:
     status = exc.response_code
     if status == 429:
         return ProviderRateLimited("paypal: rate limited", retry_after(exc.response.headers))
+    if status >= 500 and money:  # the capture or refund may have been made before the error
+        return OutcomeUnknown(f"paypal: HTTP {status} on a call that moves money")
     if status >= 500:
         return ProviderUnavailable(f"paypal: HTTP {status}")
     if status in (401, 403):
-        return ProviderUnavailable(f"paypal rejected the credentials ({status})")
+        return ProviderMisconfigured(f"paypal rejected the credentials ({status})")
     try:
         body = json.loads(exc.response.text or "{}")
     except ValueError:
@@ -405,6 +411,8 @@ def _from_status(exc: ApiException) -> Exception:
     message = details[0].get("description") or body.get("message") or "PayPal refused."
     if status == 404:
         return PaymentDeclined(code.lower(), message, hard=True)
+    if status == 409 or code in _IN_FLIGHT:  # a request with this id is still being processed
+        return RequestInFlight(f"paypal: {code}: {message}")
     return _Issue(code, message, body.get("links") or [])
 
 

@@ -2,16 +2,22 @@
 
 It keeps a ledger (tables `sandbox_charges`, `sandbox_refunds`) of every charge it accepted,
 keyed by idempotency key, in its own transactions, exactly as an outside provider would.
+It treats keys as Stripe does: a key already answered gets that answer again and charges
+nothing; a key still in flight (`tok_slow_N` answers N seconds after the charge) is refused
+with a conflict (RequestInFlight) and charges nothing. It refuses live mode on every path.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 
+import psycopg2
 from psycopg2.extras import execute_values
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.ids import new_id
@@ -22,23 +28,38 @@ from app.providers.errors import (
     OutcomeUnknown,
     PaymentDeclined,
     ProviderError,
+    ProviderNotConfigured,
     ProviderUnavailable,
+    RequestInFlight,
 )
 
+_FAIL_N = re.compile(r"tok_fail_([1-9])")
+_SLOW_N = re.compile(r"tok_slow_([1-9][0-9]?)")
+MAX_SLOW_SECONDS = 60
 TOKENS = frozenset(
     {"tok_ok", "tok_decline", "tok_insufficient_funds", "tok_timeout", "tok_error", "tok_action"}
     | {f"tok_fail_{n}" for n in range(1, 10)}
+    | {f"tok_slow_{n}" for n in range(1, MAX_SLOW_SECONDS + 1)}
 )
-_FAIL_N = re.compile(r"tok_fail_([1-9])")
 ACTION_URL = "https://sandbox.subscription-engine.invalid/authorize/{payment_id}"
 #: The ledger insert of a batch, on a raw driver connection, one transaction: an ORM session
 #: per charge cost about 2 ms of CPU, a Core statement per charge 0.5 ms (bench/renewals.py).
 _INSERT_CHARGES = (
     "INSERT INTO sandbox_charges (idempotency_key, id, tenant_id, payment_id, amount, currency,"
-    " amount_refunded) VALUES %s ON CONFLICT (idempotency_key) DO NOTHING"
+    " amount_refunded, answer_at) VALUES %s ON CONFLICT (idempotency_key) DO NOTHING"
     " RETURNING idempotency_key, id"
 )
-_CHARGES_BY_KEY = "SELECT idempotency_key, id FROM sandbox_charges WHERE idempotency_key = ANY(%s)"
+_CHARGE_ROW = "(%s, %s, %s, %s, %s, %s, 0, now() + %s * interval '1 second')"
+#: Charges made earlier with these keys, and whether each one's answer is still to come.
+_CHARGES_BY_KEY = (
+    "SELECT idempotency_key, id, coalesce(answer_at > now(), false) FROM sandbox_charges"
+    " WHERE idempotency_key = ANY(%s)"
+)
+
+
+def _test_only(livemode: bool) -> None:
+    if livemode:
+        raise ProviderNotConfigured("the sandbox provider is for test mode only")
 
 
 class SandboxProvider:
@@ -54,10 +75,9 @@ class SandboxProvider:
         self._engine = bind
 
     def describe(self, token: str, *, livemode: bool) -> CardDetails:
-        if livemode:
-            raise InvalidPaymentMethod("the sandbox provider is for test mode only")
+        _test_only(livemode)
         if token not in TOKENS:
-            raise InvalidPaymentMethod(f"unknown sandbox token; use one of {sorted(TOKENS)}")
+            raise InvalidPaymentMethod("unknown sandbox token; see the token table in the API")
         return CardDetails(brand="visa", last4="4242")
 
     def charge(self, request: ChargeRequest) -> ChargeResult:
@@ -66,28 +86,37 @@ class SandboxProvider:
             raise result
         return result
 
-    def charge_many(self, requests: Sequence[ChargeRequest]) -> list[ChargeResult | ProviderError]:
-        """Each token decides; the charges made go into the ledger in one transaction."""
+    def charge_many(
+        self, requests: Sequence[ChargeRequest]
+    ) -> list[ChargeResult | ProviderError]:
+        """Each token decides; the charges made go into the ledger in one transaction, and
+        the answer comes when the slowest of them (`tok_slow_N`) is due."""
         results: list[ChargeResult | ProviderError | None] = []
         for request in requests:
             try:
+                _test_only(request.livemode)
                 results.append(self._decide(request))
             except ProviderError as exc:
                 results.append(exc)
         charged = [r for r, result in zip(requests, results, strict=True) if result is None]
-        recorded = self._record(charged) if charged else {}
+        try:
+            recorded = self._record(charged) if charged else {}
+        except (DBAPIError, psycopg2.Error):  # it may have committed or not: a lost answer
+            recorded = {}
+        slowest = max((_slow(r) for r in charged
+                       if r.idempotency_key in recorded and recorded[r.idempotency_key][1]),
+                      default=0)
+        if slowest:
+            time.sleep(slowest)  # tok_slow_N: the charge is made, its answer comes later
         done: list[ChargeResult | ProviderError] = []
         for request, result in zip(requests, results, strict=True):
             if result is None:
-                charge_id, created = recorded[request.idempotency_key]
-                if request.token == "tok_timeout" and created:
-                    result = OutcomeUnknown("sandbox: the charge was made but its answer was lost")
-                else:
-                    result = ChargeResult(status="succeeded", reference=charge_id)
+                result = _answer(request, recorded.get(request.idempotency_key))
             done.append(result)
         return done
 
     def lookup(self, request: ChargeRequest) -> ChargeResult | None:
+        _test_only(request.livemode)
         with self._sessions() as session:
             charge_id = session.scalar(
                 select(SandboxCharge.id).where(
@@ -102,6 +131,7 @@ class SandboxProvider:
         return self.lookup(request)
 
     def refund(self, request: RefundRequest) -> RefundResult:
+        _test_only(request.livemode)
         with self._sessions() as session, session.begin():
             charge = session.get(SandboxCharge, request.payment_reference, with_for_update=True)
             if charge is None:
@@ -155,8 +185,9 @@ class SandboxProvider:
             return ChargeResult(status="requires_action", reference="", redirect_url=url)
         return None
 
-    def _record(self, requests: Sequence[ChargeRequest]) -> dict[str, tuple[str, bool]]:
-        """Insert each charge once per idempotency key: key -> (charge id, newly created).
+    def _record(self, requests: Sequence[ChargeRequest]) -> dict[str, tuple[str, str]]:
+        """Insert each charge once per idempotency key: key -> (charge id, how it stands:
+        `created` now, `answered` before, or still `in_flight`).
 
         Its own transaction, as an outside provider's ledger would be.
         """
@@ -165,14 +196,15 @@ class SandboxProvider:
             cursor = connection.cursor()
             # In key order: two batches sharing keys then wait on each other without deadlock.
             rows = sorted((r.idempotency_key, new_id("ch"), r.tenant_id, r.payment_id, r.amount,
-                           r.currency) for r in requests)
+                           r.currency, _slow(r)) for r in requests)
             created = dict(execute_values(cursor, _INSERT_CHARGES, rows, page_size=len(rows),
-                                          template="(%s, %s, %s, %s, %s, %s, 0)", fetch=True))
-            found = {key: (charge_id, True) for key, charge_id in created.items()}
+                                          template=_CHARGE_ROW, fetch=True))
+            found = {key: (charge_id, "created") for key, charge_id in created.items()}
             missing = [r.idempotency_key for r in requests if r.idempotency_key not in created]
             if missing:
                 cursor.execute(_CHARGES_BY_KEY, (missing,))
-                found.update((key, (charge_id, False)) for key, charge_id in cursor.fetchall())
+                found.update((key, (charge_id, "in_flight" if pending else "answered"))
+                             for key, charge_id, pending in cursor.fetchall())
             cursor.close()
             connection.commit()
         except BaseException:
@@ -181,3 +213,23 @@ class SandboxProvider:
         finally:
             connection.close()  # back to the pool
         return found
+
+
+def _slow(request: ChargeRequest) -> int:
+    """How many seconds the sandbox takes to answer this request (`tok_slow_N`), else 0."""
+    slow = _SLOW_N.fullmatch(request.token)
+    return min(int(slow.group(1)), MAX_SLOW_SECONDS) if slow else 0
+
+
+def _answer(
+    request: ChargeRequest, recorded: tuple[str, str] | None
+) -> ChargeResult | ProviderError:
+    """The answer to a request the ledger took (or refused as in flight)."""
+    if recorded is None:
+        return OutcomeUnknown("sandbox: its ledger could not be reached; the charge may be made")
+    charge_id, standing = recorded
+    if standing == "in_flight":
+        return RequestInFlight("sandbox: a request with this idempotency key is in flight")
+    if request.token == "tok_timeout" and standing == "created":
+        return OutcomeUnknown("sandbox: the charge was made but its answer was lost")
+    return ChargeResult(status="succeeded", reference=charge_id)

@@ -38,10 +38,12 @@ from app.providers.errors import (
     OutcomeUnknown,
     PaymentDeclined,
     ProviderError,
+    ProviderMisconfigured,
     ProviderNotConfigured,
     ProviderRateLimited,
     ProviderUnavailable,
     ProviderUnreachable,
+    RequestInFlight,
     WebhookRejected,
 )
 from app.providers.transport import never_sent, retry_after
@@ -260,10 +262,10 @@ def _mapped(*, money: bool) -> Iterator[None]:
                                  ) from None
         raise ProviderUnavailable("stripe: the connection failed") from None
     except (stripe.AuthenticationError, stripe.PermissionError) as exc:
-        raise ProviderUnavailable(f"stripe rejected the credentials ({exc.http_status})"
-                                  ) from None
-    except stripe.IdempotencyError as exc:
-        raise ProviderError(f"stripe: idempotency conflict: {exc.user_message}") from None
+        raise ProviderMisconfigured(f"stripe rejected the credentials ({exc.http_status})"
+                                    ) from None
+    except stripe.IdempotencyError as exc:  # the key's first request differed: it may charge
+        raise OutcomeUnknown(f"stripe: idempotency error: {exc.user_message}") from None
     except stripe.InvalidRequestError as exc:
         if exc.code == "payment_intent_unexpected_state":
             raise _UnexpectedState() from None
@@ -271,10 +273,15 @@ def _mapped(*, money: bool) -> Iterator[None]:
             raise PaymentDeclined(exc.code, exc.user_message or "not found", hard=True) from None
         raise PaymentDeclined(exc.code or "invalid_request", exc.user_message or "invalid",
                               hard=True) from None
-    except stripe.StripeError as exc:  # APIError (5xx) and whatever Stripe adds later
-        if (exc.http_status or 500) >= 500:
-            raise ProviderUnavailable(f"stripe: HTTP {exc.http_status}") from None
-        raise ProviderError(f"stripe: {type(exc).__name__} ({exc.http_status})") from None
+    except stripe.StripeError as exc:  # APIError (409, 5xx) and whatever Stripe adds later
+        status = exc.http_status or 500
+        if status == 409:  # a request with this key (or on this object) is still in flight
+            raise RequestInFlight(f"stripe: conflict: {exc.user_message}") from None
+        if status >= 500 and money:  # the charge may have been made before the error
+            raise OutcomeUnknown(f"stripe: HTTP {status} on a call that moves money") from None
+        if status >= 500:
+            raise ProviderUnavailable(f"stripe: HTTP {status}") from None
+        raise ProviderError(f"stripe: {type(exc).__name__} ({status})") from None
 
 
 def _event(event: Mapping[str, Any], livemode: bool) -> WebhookEvent:

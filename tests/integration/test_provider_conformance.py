@@ -8,6 +8,7 @@ them. Each case also checks the provider's own ledger: charged once, or not at a
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import pytest
@@ -16,9 +17,18 @@ from flask import Flask
 from app.bootstrap import Container
 from app.ids import new_id
 from app.providers.base import ChargeRequest, PaymentProvider, RefundRequest
-from app.providers.errors import InvalidPaymentMethod, PaymentDeclined
+from app.providers.errors import (
+    InvalidPaymentMethod,
+    PaymentDeclined,
+    ProviderNotConfigured,
+    RequestInFlight,
+)
 from app.providers.sandbox import SandboxProvider
 from tests.sim.fixtures import TOKENS, Sims, new_merchant
+from tests.support import eventually
+
+MONEY_CALL = {"stripe": ("/v1/payment_intents/*/confirm", "idempotency-key"),
+              "paypal": ("/v2/checkout/orders/*/capture", "paypal-request-id")}
 
 
 @dataclass
@@ -28,6 +38,10 @@ class Case:
     tenant_id: str
     tokens: dict[str, str]
     ledger: Callable[[str], int]
+    #: Make the next charge's answer come a while after the charge (token `slow`).
+    slow_down: Callable[[], None]
+    #: Whether the provider has received the money call of this request.
+    arrived: Callable[[ChargeRequest], bool]
 
     def request(self, token: str, *, payment_id: str | None = None, attempt: int = 1,
                 amount: int = 1999) -> ChargeRequest:
@@ -47,9 +61,16 @@ def case(request: pytest.FixtureRequest, sim_app: Flask, sims: Sims) -> Case:
     adapter = container.providers.get(name, merchant.tenant_id)
     if name == "sandbox":
         assert isinstance(adapter, SandboxProvider)
-        return Case(name, adapter, merchant.tenant_id, TOKENS[name], adapter.charge_count)
+        sandbox = adapter
+        return Case(name, adapter, merchant.tenant_id, TOKENS[name], adapter.charge_count,
+                    lambda: None, lambda r: sandbox.charge_count(r.payment_id) == 1)
+    sim = getattr(sims, name)
+    path, header = MONEY_CALL[name]
     return Case(name, adapter, merchant.tenant_id, TOKENS[name],
-                lambda payment_id: sims.ledger(name, payment_id))
+                lambda payment_id: sims.ledger(name, payment_id),
+                lambda: sim.inject("delay", path, seconds=0.5),  # within the SDKs' 1 s
+                lambda r: any(seen.headers.get(header) == r.idempotency_key
+                              for seen in sim.requests_to(path)))
 
 
 def test_a_good_method_is_charged_once(case: Case) -> None:
@@ -64,6 +85,26 @@ def test_resending_the_same_key_returns_the_first_charge(case: Case) -> None:
     first = case.adapter.charge(request)
     again = case.adapter.charge(request)
     assert again == first
+    assert case.ledger(request.payment_id) == 1
+
+
+def test_a_key_still_in_flight_is_refused_and_charges_nothing(case: Case) -> None:
+    """As Stripe does (409): a second request with the key of one still being answered is
+    refused, whatever it would have done; the first answers, and replays, one charge.
+    (PayPal's adapter reads the order first and finds it captured: it sends nothing.)"""
+    request = case.request("slow")
+    case.slow_down()
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(case.adapter.charge, request)
+        eventually(lambda: case.arrived(request), what="the first request to arrive")
+        try:
+            second = case.adapter.charge(request)
+        except RequestInFlight:
+            second = None
+        result = first.result()
+    assert result.status == "succeeded"
+    assert second == (result if case.name == "paypal" else None)
+    assert case.adapter.charge(request) == result
     assert case.ledger(request.payment_id) == 1
 
 
@@ -138,3 +179,22 @@ def test_describe_accepts_its_tokens_and_refuses_others(case: Case) -> None:
     assert details.brand
     with pytest.raises(InvalidPaymentMethod):
         case.adapter.describe(case.tokens["unknown"], livemode=False)
+
+
+def test_the_sandbox_refuses_live_mode_on_every_path(container: Container) -> None:
+    sandbox = container.providers.get("sandbox")
+    payment_id = new_id("pay")
+    live = ChargeRequest(tenant_id=new_id("ten"), livemode=True, payment_id=payment_id,
+                         attempt=1, idempotency_key=f"{payment_id}:1", amount=100,
+                         currency="usd", token="tok_ok", off_session=True)
+    assert [type(r) for r in sandbox.charge_many([live, live])] == [ProviderNotConfigured] * 2
+    refund = RefundRequest(tenant_id=live.tenant_id, livemode=True, refund_id=new_id("re"),
+                           payment_reference="ch_x", idempotency_key="k", amount=1,
+                           currency="usd")
+    for call in (lambda: sandbox.charge(live), lambda: sandbox.lookup(live),
+                 lambda: sandbox.cancel(live), lambda: sandbox.refund(refund),
+                 lambda: sandbox.describe("tok_ok", livemode=True)):
+        with pytest.raises((ProviderNotConfigured, InvalidPaymentMethod)):
+            call()
+    assert isinstance(sandbox, SandboxProvider)
+    assert sandbox.charge_count(payment_id) == 0

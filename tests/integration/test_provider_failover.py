@@ -89,15 +89,20 @@ def test_no_failover_without_the_tenant_setting(
 
 def test_no_failover_when_the_request_may_have_reached_the_provider(
     merchant: Merchant, sims: Sims, sim_app: Flask, sim_container: Container,
-    customer: Callable[[], tuple[dict[str, Any], dict[str, Any]]],
+    stripe_down: Container, customer: Callable[[], tuple[dict[str, Any], dict[str, Any]]],
 ) -> None:
+    """Stripe charges, then answers 500; then it cannot be reached. The payment must be
+    settled at Stripe, never sent to PayPal as well (that charged the customer twice)."""
     fail_over_to(sim_app, merchant, "paypal")
     stripe, _ = customer()
     payment = merchant.pay_with(stripe)
-    sims.stripe.inject("500", "/v1/payment_intents/*/confirm")
-    after = charge_with(sim_container, merchant, payment["id"])
-    assert (after["status"], after["payment_method_id"]) == ("processing", stripe["id"])
-    assert charge_with(sim_container, merchant, payment["id"])["status"] == "succeeded"
+    sims.stripe.inject("500_after", "/v1/payment_intents/*/confirm")
+    charge_with(sim_container, merchant, payment["id"])
+    charge_with(stripe_down, merchant, payment["id"])  # a retry, Stripe unreachable
+    after = charge_with(sim_container, merchant, payment["id"])  # and the next one
+    assert sims.ledger("paypal", payment["id"]) == 0
+    assert (after["status"], after["payment_method_id"]) == ("unknown", stripe["id"])
+    assert merchant.reconcile(payment["id"])["status"] == "succeeded"
     assert sims.ledger("stripe", payment["id"]) == 1
 
 

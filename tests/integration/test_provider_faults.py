@@ -72,18 +72,39 @@ def _no_leftover_faults(sims: Sims) -> None:
 
 
 @PROVIDERS
-def test_a_500_is_retried_as_a_new_attempt_and_charged_once(
+def test_a_500_before_the_charge_is_retried_as_a_new_attempt_and_charged_once(
     merchant: Merchant, sims: Sims, provider: str
 ) -> None:
     sim = getattr(sims, provider)
     payment = merchant.pay(provider, TOKENS[provider]["ok"])
-    sim.inject("500", MONEY_CALL[provider])
+    sim.inject("500", FIRST_CALL[provider])  # moves no money: nothing can have been charged
     after_500 = merchant.charge(payment["id"])
     assert after_500["status"] == "processing"
     assert [a["failure_code"] for a in after_500["attempts"]] == ["provider_unavailable"]
     settled = merchant.charge(payment["id"])  # the actor's retry
     assert settled["status"] == "succeeded"
     assert statuses(settled) == ["failed", "succeeded"]
+    assert sims.ledger(provider, payment["id"]) == 1
+
+
+@PROVIDERS
+@pytest.mark.parametrize("fault", ["500", "500_after"])
+def test_a_500_on_the_charge_is_unknown_and_settled_at_that_provider(
+    merchant: Merchant, sims: Sims, provider: str, fault: str
+) -> None:
+    """A 5xx on the call that moves money may come after the charge (`500_after`): the
+    outcome is unknown, and the provider's own record settles it, with the same key."""
+    sim = getattr(sims, provider)
+    payment = merchant.pay(provider, TOKENS[provider]["ok"])
+    sim.inject(fault, MONEY_CALL[provider])
+    assert merchant.charge(payment["id"])["status"] == "unknown"
+    reconciled = merchant.reconcile(payment["id"])
+    if fault == "500":  # nothing there: sent again, same key
+        assert reconciled["status"] == "processing"
+        reconciled = merchant.charge(payment["id"])
+    assert reconciled["status"] == "succeeded"
+    assert statuses(reconciled) == ["succeeded"]
+    assert set(keys_sent(sim, provider, payment["id"])) == {f"{payment['id']}:1"}
     assert sims.ledger(provider, payment["id"]) == 1
 
 

@@ -159,13 +159,15 @@ def merchant(sim_app: Flask, sims: Sims) -> Merchant:
     return new_merchant(sim_app, sims)
 
 
-#: Per provider: tokens of a good card, a hard and a soft decline, and an action.
+#: Per provider: tokens of a good card, a hard and a soft decline, an action, and a good card
+#: whose answer comes a while after the charge (the simulators: with a `delay` fault).
 TOKENS = {
     "sandbox": {"ok": "tok_ok", "hard": "tok_decline", "soft": "tok_insufficient_funds",
-                "action": "tok_action", "unknown": "tok_nope"},
+                "action": "tok_action", "unknown": "tok_nope", "slow": "tok_slow_1"},
     "stripe": {"ok": "pm_card_visa", "hard": "pm_card_chargeDeclinedStolenCard",
                "soft": "pm_card_chargeDeclinedInsufficientFunds",
-               "action": "pm_card_authenticationRequired", "unknown": "pm_missing"},
+               "action": "pm_card_authenticationRequired", "unknown": "pm_missing",
+               "slow": "pm_card_visa"},
     "paypal": {"ok": "vault_ok", "hard": "vault_refused", "soft": "vault_declined",
-               "action": "vault_action", "unknown": "vault_missing"},
+               "action": "vault_action", "unknown": "vault_missing", "slow": "vault_ok"},
 }

@@ -44,6 +44,8 @@ _ISSUES = {
                               "per order is allowed.",
     "ORDER_NOT_APPROVED": "Payer has not yet approved the Order for payment.",
     "DUPLICATE_INVOICE_ID": "Duplicate Invoice ID detected.",
+    "PREVIOUS_REQUEST_IN_PROGRESS": "A previous request on this resource is currently in "
+                                    "progress. Please wait for some time and try again.",
     "PAYPAL_REQUEST_ID_PREVIOUSLY_USED": "The PayPal-Request-Id has already been used for "
                                          "another request.",
     "REFUND_AMOUNT_EXCEEDED": "The refund amount must be less than or equal to the capture "
@@ -182,6 +184,14 @@ class PayPalSim(SimServer):
             return problem(429, "RATE_LIMIT_REACHED",
                            "Too many requests. Blocked due to rate limiting.")
         return problem(status, "INTERNAL_SERVER_ERROR", "An internal server error occurred.")
+
+    def flight_key(self, seen: Seen) -> str | None:
+        request_id = seen.headers.get("paypal-request-id")
+        return request_id if seen.method == "POST" and request_id else None
+
+    def conflict_reply(self) -> Reply:
+        return problem(409, "RESOURCE_CONFLICT", "The server has detected a conflict while "
+                       "processing this request.", "PREVIOUS_REQUEST_IN_PROGRESS")
 
     def handle(self, seen: Seen) -> Reply:
         if seen.method == "POST" and seen.path == "/v1/oauth2/token":

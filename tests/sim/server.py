@@ -7,7 +7,12 @@ with a `Reply`. Faults queued with `inject` hit the next matching requests:
 - `reset`: the connection is reset before the request is processed;
 - `lost`: the request is processed (a charge is made), then the connection is reset,
   so the client never sees the answer;
-- `delay`: the request is processed, then the answer waits `seconds` (a client timeout).
+- `delay`: the request is processed, then the answer waits `seconds` (a slow answer, or a
+  client timeout);
+- `500_after`: the request is processed (a charge is made), then answered 500.
+
+As the real APIs do, a request whose idempotency key (`flight_key`) is still being processed
+or answered gets a conflict (`conflict_reply`, Stripe's 409) and is not processed.
 
 `gate` holds the next `parties` matching requests until all of them have arrived: requests
 sent one after the other never get through it (they are answered 500 after `timeout`).
@@ -67,6 +72,7 @@ class SimServer:
         self.seen: list[Seen] = []
         self._faults: list[Fault] = []
         self._gates: list[tuple[str, str, threading.Barrier]] = []
+        self._in_flight: set[str] = set()
         self._httpd = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
                                         daemon=True)
@@ -87,7 +93,7 @@ class SimServer:
     def inject(self, kind: str, pattern: str = "*", *, method: str = "*", count: int = 1,
                retry_after: int | None = None, seconds: float = 0.0) -> None:
         """Make the next `count` requests matching `method` and path `pattern` fail as `kind`."""
-        assert kind in ("500", "429", "reset", "lost", "delay"), kind
+        assert kind in ("500", "429", "reset", "lost", "delay", "500_after"), kind
         with self.lock:
             self._faults.append(Fault(kind, method, pattern, count, retry_after, seconds))
 
@@ -113,6 +119,13 @@ class SimServer:
     def error_reply(self, status: int) -> Reply:
         raise NotImplementedError
 
+    def flight_key(self, seen: Seen) -> str | None:
+        """The idempotency key a request carries, if any (none: never a conflict)."""
+        return None
+
+    def conflict_reply(self) -> Reply:
+        raise NotImplementedError
+
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self.lock:
             for fault in self._faults:
@@ -125,9 +138,29 @@ class SimServer:
 
     def serve(self, seen: Seen, respond: Callable[[Reply], None],
               reset: Callable[[], None]) -> None:
-        """Apply a pending fault, or process the request and answer it."""
+        """Refuse a request whose key is in flight; else apply a fault, or process it."""
+        key = self.flight_key(seen)
         with self.lock:
             self.seen.append(seen)
+            if key is not None and key in self._in_flight:
+                conflict = True
+            else:
+                conflict = False
+                if key is not None:
+                    self._in_flight.add(key)
+        if conflict:
+            respond(self.conflict_reply())
+            return
+        try:
+            self._serve(seen, respond, reset)
+        finally:
+            if key is not None:
+                with self.lock:
+                    self._in_flight.discard(key)
+
+    def _serve(self, seen: Seen, respond: Callable[[Reply], None],
+               reset: Callable[[], None]) -> None:
+        with self.lock:
             gate = next((g for g in self._gates if _matches(g[0], g[1], seen.method, seen.path)),
                         None)
         if gate is not None:
@@ -155,6 +188,8 @@ class SimServer:
             return
         if fault is not None and fault.kind == "delay":
             time.sleep(fault.seconds)
+        if fault is not None and fault.kind == "500_after":
+            reply = self.error_reply(500)
         respond(reply)
 
 

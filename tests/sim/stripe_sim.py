@@ -170,6 +170,18 @@ class StripeSim(SimServer):
                          code="rate_limit")
         return error(status, "api_error", "An unknown error occurred.")
 
+    def flight_key(self, seen: Seen) -> str | None:
+        key = seen.headers.get("idempotency-key")
+        if seen.method != "POST" or not key:
+            return None
+        return f"{seen.headers.get('authorization', '')} {key}"
+
+    def conflict_reply(self) -> Reply:
+        return error(409, "idempotency_error",
+                     "There is currently another in-progress request using this Idempotent "
+                     "Key (that probably means you submitted twice, and the other request is "
+                     "still going through). Please try again later.")
+
     def handle(self, seen: Seen) -> Reply:
         key = seen.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if key not in self.keys:
