@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench-pay task-defs clean
+.PHONY: run test lint bench-pay bench-faults task-defs clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -26,6 +26,9 @@ task-defs: $(STAMP)  ## rewrite ecs-task-defs/*.json from infra/processes.py
 
 bench-pay: $(STAMP)
 	$(PY) bench/pay.py
+
+bench-faults: $(STAMP)  ## at most once under SIGKILLs and Redis/PostgreSQL restarts (own servers)
+	$(PY) bench/faults.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from procs import free_port
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import sessionmaker
 
@@ -43,11 +43,6 @@ DATABASE = "postgresql+psycopg2://postgres@127.0.0.1:5432/se_bench_events"
 TENANT = "ten_bench"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def payment_object() -> dict[str, Any]:

@@ -38,7 +38,17 @@ import procs
 import redis
 import spy
 from openloop import Sample, percentile, request_bytes, run_fixed_rate
-from procs import PG, REDIS, ROOT, CpuSnapshot, Fleet, cpu_snapshot, cpu_usage, wait_http
+from procs import (
+    PG,
+    REDIS,
+    ROOT,
+    CpuSnapshot,
+    Fleet,
+    cpu_snapshot,
+    cpu_usage,
+    free_port,
+    wait_http,
+)
 from sqlalchemy import Engine, create_engine, text
 
 from app.bootstrap import build
@@ -637,13 +647,6 @@ def call(base: str, key: str, path: str, body: dict[str, Any]) -> dict[str, Any]
         return data
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def machine() -> dict[str, Any]:
