@@ -20,8 +20,8 @@ are never touched.
   3. settle: no more faults; wait until no payment is pending, processing or unknown;
   4. check the sandbox ledger against the payments: double charges (a payment charged more
      than once), lost payments (accepted but never settled, or a ledger charge of no
-     payment, or a renewal period never charged), charged-but-failed payments (`failed`
-     with a charge in the ledger). All three must be 0; the bench exits 1 otherwise.
+     payment), charged-but-failed payments (`failed` with a charge in the ledger). All
+     three must be 0, and every renewal done; the bench exits 1 otherwise.
 Prints a summary and writes bench/results/faults.json. Bounded by --timeout (seconds).
 """
 
@@ -110,7 +110,7 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(report(results))
     print(f"\nwritten to {args.out}")
-    sys.exit(0 if results["zero_as_required"] else 1)
+    sys.exit(0 if results["zero_as_required"] and not results["renewals_missing"] else 1)
 
 
 class Servers:
@@ -305,7 +305,8 @@ class Bench:
         try:
             self.customer(self.args.slow_token)
         except RuntimeError as exc:
-            say(f"the sandbox refuses {self.args.slow_token}; running all on tok_ok ({exc})")
+            say(f"the sandbox refuses {self.args.slow_token}; running all on tok_ok"
+                f" ({str(exc)[:120]})")
             self.slow_available = False
             return "tok_ok"
         return str(self.args.slow_token)
@@ -468,11 +469,11 @@ class Bench:
                                 if p.status == "failed" and p.charges > 0)
         lost = sorted({*(i for i in self.accepted if i not in payments),
                        *(p.id for p in payments.values() if p.status in UNSETTLED)})
-        lost_count = len(lost) + len(orphan_charges) + max(0, expected_renewals - renewals_done)
+        lost_count = len(lost) + len(orphan_charges)
         # The API's view of the ledger for every payment found wrong: it must agree.
         ledger = {i: len(self.api.call("GET", f"/sandbox/charges?payment_id={i}")["data"])
                   for i in sorted({*double, *charged_failed})}
-        ends = Counter(str(end) for end in self.rows(
+        ends = Counter(row.current_period_end.isoformat() for row in self.rows(
             "SELECT current_period_end FROM subscriptions WHERE tenant_id = :t"
             " AND id = ANY(:ids)", ids=subscriptions))
         return {
@@ -481,6 +482,12 @@ class Bench:
             "payments_succeeded": sum(p.status == "succeeded" for p in one_time),
             "renewals_expected": expected_renewals,
             "renewals_done": renewals_done,
+            # A clock left `advancing` (its advance message lost, nothing drives it again)
+            # charges no later period: missing renewals, not lost payments.
+            "renewals_missing": max(0, expected_renewals - renewals_done),
+            "clock_status": self.scalar("SELECT status FROM test_clocks WHERE id = :c",
+                                        c=self.clock_id),
+            "http_500_answers": self.api.retried["500"],
             "renewal_statuses": dict(Counter(p.status for p in renewal)),
             "subscription_statuses": dict(Counter(r.status for r in self.rows(
                 "SELECT status FROM subscriptions WHERE tenant_id = :t"))),
@@ -509,7 +516,8 @@ def report(r: dict[str, Any]) -> str:
         f"payments accepted / succeeded        {r['payments_accepted']:>6} / "
         f"{r['payments_succeeded']}   {r['payments_statuses']}",
         f"renewals done / expected             {r['renewals_done']:>6} / "
-        f"{r['renewals_expected']}   {r['renewal_statuses']}",
+        f"{r['renewals_expected']}   {r['renewal_statuses']}, clock {r['clock_status']}",
+        f"load errors                          {r['load_errors']}",
         f"faults injected                      {r['faults_total']:>6}   {r['faults_injected']}",
         f"requests sent again                  {r['requests_sent_again']}",
         f"double charges                       {r['double_charges']:>6}",
