@@ -52,6 +52,11 @@ class Config:
     reconcile_stale_seconds: int = 30
     reconcile_batch_size: int = 500
     # Events: outbox relay to Kafka
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    kafka_aws_region: str = ""
     kafka_topic_partitions: int = 3
     kafka_replication_factor: int = 1
     relay_batch_size: int = 1000

@@ -33,6 +33,7 @@ from app.clock import utcnow
 from app.config import Config
 from app.events import outbox
 from app.events.embedded_broker import EmbeddedBroker
+from app.events.kafka import client_settings
 from app.events.outbox import TOPICS
 from app.events.relay import Relay, ensure_topics
 from app.ids import new_id
@@ -113,10 +114,12 @@ class Received:
 class Collector:
     """A consumer-group member reading both topics in a thread, keeping every message."""
 
-    def __init__(self, bootstrap: str, group: str | None = None) -> None:
-        ensure_topics(Config(kafka_bootstrap_servers=bootstrap))
+    def __init__(self, config: Config, group: str | None = None) -> None:
+        """`config` says how to reach Kafka (servers, TLS), as the engine's clients do."""
+        self.config = config
+        ensure_topics(config)
         self.consumer = KafkaConsumer(
-            *TOPICS.values(), bootstrap_servers=bootstrap,
+            *TOPICS.values(), **client_settings(config),
             group_id=group or f"test-{uuid.uuid4().hex[:8]}", auto_offset_reset="earliest",
             allow_auto_create_topics=False,
             enable_auto_commit=True, auto_commit_interval_ms=200,
@@ -151,12 +154,12 @@ class Collector:
                    what=f"{len(event_ids)} events in Kafka")
         return self.snapshot()
 
-    def caught_up(self, bootstrap: str) -> bool:
+    def caught_up(self) -> bool:
         """True when this consumer has read every message the broker holds right now.
 
         The end offsets come from a separate probe (a KafkaConsumer is not thread-safe).
         """
-        probe = KafkaConsumer(bootstrap_servers=bootstrap)
+        probe = KafkaConsumer(**client_settings(self.config))
         try:
             partitions = [TopicPartition(topic, p) for topic in TOPICS.values()
                           for p in probe.partitions_for_topic(topic) or ()]

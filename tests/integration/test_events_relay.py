@@ -47,8 +47,8 @@ def relay(relay_config: Config) -> Iterator[RelayThread]:
 
 
 @pytest.fixture(scope="module")
-def collector(broker: EmbeddedBroker) -> Iterator[Collector]:  # noqa: F811
-    consuming = Collector(broker.bootstrap)
+def collector(relay_config: Config) -> Iterator[Collector]:
+    consuming = Collector(relay_config)
     yield consuming
     consuming.close()
 
