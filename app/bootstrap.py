@@ -22,7 +22,7 @@ from app.providers.sandbox import SandboxProvider
 log = logging.getLogger(__name__)
 
 #: Actors that do not run on the default queue.
-QUEUES = {"send_mail": "mail"}
+QUEUES = {"send_mail": "mail", "deliver_webhooks": "webhooks"}
 
 
 @dataclass
@@ -62,9 +62,14 @@ class Container:
         return broker
 
     @cached_property
+    def sealer(self) -> Sealer:
+        """Encryption at rest of secrets the engine must read back (CREDENTIALS_KEY)."""
+        return Sealer(self.config.credentials_key)
+
+    @cached_property
     def credentials(self) -> CredentialStore:
         """Tenants' provider credentials, sealed with CREDENTIALS_KEY."""
-        return CredentialStore(self.session_factory, Sealer(self.config.credentials_key))
+        return CredentialStore(self.session_factory, self.sealer)
 
     @cached_property
     def providers(self) -> ProviderRegistry:

@@ -76,6 +76,9 @@ class Config:
     mail_min_backoff_ms: int = 1000
     mail_max_backoff_ms: int = 600_000
     mail_time_limit_seconds: int = 60
+    # Webhooks out
+    webhooks_allow_private_networks: bool = False
+    webhook_endpoint_concurrency: int = 2
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Config:
@@ -94,7 +97,14 @@ class Config:
         return {field.name.upper(): str(getattr(self, field.name)) for field in fields(self)}
 
 
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def _coerce(raw: str, kind: type, name: str) -> Any:
+    if kind is bool:
+        if raw.strip().lower() not in _BOOLEANS:
+            raise ValueError(f"setting {name.upper()} must be true or false, got {raw!r}")
+        return _BOOLEANS[raw.strip().lower()]
     try:
         return kind(raw)
     except ValueError as exc:

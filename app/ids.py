@@ -11,7 +11,8 @@ _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lowercase
 #: 2.5 times faster (a renewal makes six ids: bench/renewals.py).
 _FROM_RFC4648 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
 PREFIXES = frozenset(
-    {"ten", "key", "cus", "pm", "plan", "sub", "pay", "att", "re", "evt", "clock", "ch"}
+    {"ten", "key", "cus", "pm", "plan", "sub", "pay", "att", "re", "evt", "clock", "ch",
+     "we", "whd"}
 )
 
 

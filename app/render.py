@@ -14,6 +14,8 @@ from app.models import (
     SandboxCharge,
     Subscription,
     TestClock,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 
 Json = dict[str, Any]
@@ -154,4 +156,31 @@ def sandbox_charge(c: SandboxCharge) -> Json:
         "amount": c.amount,
         "currency": c.currency,
         "created_at": timestamp(c.created_at),
+    }
+
+
+def webhook_endpoint(e: WebhookEndpoint) -> Json:
+    return {
+        "id": e.id,
+        "object": "webhook_endpoint",
+        "url": e.url,
+        "event_types": list(e.event_types),
+        "description": e.description,
+        "status": "enabled",
+        "livemode": e.livemode,
+        "created_at": timestamp(e.created_at),
+    }
+
+
+def webhook_delivery(d: WebhookDelivery) -> Json:
+    return {
+        "id": d.id,
+        "object": "webhook_delivery",
+        "event_id": d.event_id,
+        "event_type": d.event_type,
+        "status": d.status,
+        "attempts": d.attempts,
+        "last_status_code": d.last_status_code,
+        "next_attempt_at": timestamp(d.next_attempt_at),
+        "created_at": timestamp(d.created_at),
     }

@@ -47,6 +47,7 @@ def commands(config: Config, port: str) -> dict[str, list[str]]:
         "worker": [str(bin_dir / "dramatiq"), "app.jobs", "--processes", "2", "--threads", "4"],
         "scheduler": [sys.executable, "-m", "app.scheduler"],
         "relay": [sys.executable, "-m", "app.events.relay"],
+        "webhooks": [sys.executable, "-m", "app.webhooks"],
     }
 
 
@@ -90,6 +91,8 @@ def main() -> None:
     for stale in metrics_dir.iterdir():
         stale.unlink()
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir.resolve()))
+    # Development: webhook endpoints on this machine (127.0.0.1 receivers) are allowed.
+    os.environ.setdefault("WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "true")
     port = os.environ.get("PORT", "8000")
     config = build().config
     ensure_database(config.database_url)

@@ -15,6 +15,7 @@ from app.api import (
     sandbox,
     subscriptions,
     test_clocks,
+    webhook_endpoints,
     webhooks,
 )
 from app.api.context import close_uow
@@ -33,6 +34,7 @@ APIS = (
     test_clocks.api,
     sandbox.api,
     webhooks.api,
+    webhook_endpoints.api,
 )
 
 

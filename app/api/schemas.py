@@ -126,6 +126,13 @@ class PaymentMethodRequest(Strict):
     token: Annotated[Text, StringConstraints(min_length=1, max_length=255)]
 
 
+class WebhookEndpointRequest(Strict):
+    url: Annotated[Text, StringConstraints(min_length=1, max_length=2048)]
+    event_types: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=64)]],
+                           Field(min_length=1, max_length=50)]
+    description: Annotated[Text, StringConstraints(max_length=500)] | None = None
+
+
 class ListQuery(Strict):
     model_config = ConfigDict(extra="forbid", strict=False)
     limit: Annotated[int, Field(ge=1, le=100)] = 10
@@ -255,6 +262,39 @@ class TestClock(BaseModel):
     status: Literal["ready", "advancing"]
     livemode: bool
     created_at: str
+
+
+class WebhookEndpoint(BaseModel):
+    id: str
+    object: Literal["webhook_endpoint"]
+    url: str
+    event_types: list[str]
+    description: str | None
+    status: Literal["enabled"]
+    livemode: bool
+    created_at: str
+
+
+class WebhookEndpointCreated(WebhookEndpoint):
+    secret: str
+
+
+class WebhookDelivery(BaseModel):
+    id: str
+    object: Literal["webhook_delivery"]
+    event_id: str
+    event_type: str
+    status: Literal["pending", "succeeded", "failed"]
+    attempts: int
+    last_status_code: int | None
+    next_attempt_at: str | None
+    created_at: str
+
+
+class Deleted(BaseModel):
+    id: str
+    object: str
+    deleted: Literal[True]
 
 
 class SandboxCharge(BaseModel):

@@ -20,7 +20,20 @@ from app.models import OutboxEvent, Payment, Subscription
 from app.render import timestamp
 
 SCHEMA_VERSION = 1
-TOPICS = {"payment": "billing.payments", "subscription": "billing.subscriptions"}
+TOPICS = {
+    "payment": "billing.payments",
+    "subscription": "billing.subscriptions",
+    "customer": "billing.customers",
+    "payment_method": "billing.customers",
+}
+#: Every event type of the contract (API.md, Events), e.g. for webhook endpoints' filters.
+EVENT_TYPES = frozenset(
+    [f"payment.{t}" for t in ("created", "succeeded", "failed", "requires_action", "refunded")]
+    + [f"subscription.{t}" for t in ("created", "activated", "renewed", "past_due", "paused",
+                                     "resumed", "plan_changed", "updated", "canceled",
+                                     "trial_will_end")]
+    + ["customer.updated", "customer.deleted", "payment_method.detached"]
+)
 
 
 def record(

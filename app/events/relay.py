@@ -81,7 +81,7 @@ def ensure_topics(config: Config) -> None:
         client_id="outbox-relay-admin",
     )
     try:
-        for topic in TOPICS.values():
+        for topic in sorted(set(TOPICS.values())):
             new = NewTopic(topic, config.kafka_topic_partitions, config.kafka_replication_factor)
             try:
                 admin.create_topics([new])

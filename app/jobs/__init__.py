@@ -8,6 +8,6 @@ from app.jobs.runtime import container
 
 container().broker  # noqa: B018 - installs the broker before the actors are declared
 
-from app.jobs import actors, mail  # noqa: E402
+from app.jobs import actors, mail, webhooks  # noqa: E402
 
-__all__ = ["actors", "mail"]
+__all__ = ["actors", "mail", "webhooks"]

@@ -20,6 +20,7 @@ from app.models.sandbox import SandboxCharge, SandboxRefund
 from app.models.subscription import Subscription
 from app.models.tenant import ApiKey, Tenant
 from app.models.test_clock import ClockStatus, TestClock
+from app.models.webhook import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "ApiKey",
@@ -45,4 +46,6 @@ __all__ = [
     "Subscription",
     "Tenant",
     "TestClock",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

@@ -18,6 +18,7 @@ from app.bootstrap import Container, build
 from app.log import configure_logging
 from app.models.uow import UnitOfWork
 from app.services import maintenance, reconcile, renewals
+from app.webhooks import deliveries
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,16 @@ def reconcile_job(container: Container) -> None:
     drain(partial(reconcile.claim_stale_work, enqueue=container.enqueue,
                   stale_seconds=config.reconcile_stale_seconds, batch=config.reconcile_batch_size),
           container, config.reconcile_batch_size)
+
+
+def webhook_job(container: Container) -> None:
+    """Wake the senders of webhook deliveries that are due and that nobody is sending."""
+    config = container.config
+    with container.uow() as uow:
+        endpoints = deliveries.forgotten(uow.session, stale_seconds=config.reconcile_stale_seconds,
+                                         limit=config.reconcile_batch_size)
+    for endpoint_id in endpoints:
+        container.enqueue("deliver_webhooks", endpoint_id)
 
 
 def renewal_job(container: Container) -> None:
@@ -58,6 +69,8 @@ def build_scheduler(container: Container) -> BlockingScheduler:
     scheduler = BlockingScheduler(timezone="UTC")
     config = container.config
     scheduler.add_job(reconcile_job, "interval", args=[container], id="reconcile",
+                      seconds=config.reconcile_interval_seconds, max_instances=1, coalesce=True)
+    scheduler.add_job(webhook_job, "interval", args=[container], id="webhooks",
                       seconds=config.reconcile_interval_seconds, max_instances=1, coalesce=True)
     scheduler.add_job(renewal_job, "interval", args=[container], id="renewals",
                       seconds=config.renewal_interval_seconds, max_instances=1, coalesce=True)

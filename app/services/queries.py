@@ -16,10 +16,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import render
-from app.models import Customer, Payment, Plan, SandboxCharge, Subscription
+from app.models import (
+    Customer,
+    Payment,
+    Plan,
+    SandboxCharge,
+    Subscription,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from app.models.base import TenantOwned
 from app.services.clocks import get_clock
-from app.services.errors import Forbidden
+from app.services.errors import Forbidden, NotFound
 from app.services.scope import Scope
 
 T = TypeVar("T")
@@ -87,6 +95,34 @@ def sandbox_charges(reader: Reader, scope: Scope, payment_id: str | None) -> lis
         query = query.where(SandboxCharge.payment_id == payment_id)
     query = query.order_by(SandboxCharge.id.desc()).limit(1000)
     return reader.run(lambda s: [render.sandbox_charge(c) for c in s.scalars(query)])
+
+
+def webhook_endpoint(reader: Reader, scope: Scope, endpoint_id: str) -> Json:
+    return reader.run(lambda s: render.webhook_endpoint(_live_endpoint(s, scope, endpoint_id)))
+
+
+def webhook_endpoints(reader: Reader, scope: Scope, *, limit: int,
+                      starting_after: str | None) -> Page:
+    return _page(reader, scope, WebhookEndpoint, render.webhook_endpoint, limit, starting_after,
+                 {"deleted_at": None})
+
+
+def webhook_deliveries(reader: Reader, scope: Scope, endpoint_id: str, *, limit: int,
+                       starting_after: str | None) -> Page:
+    def read(session: Session) -> Page:
+        _live_endpoint(session, scope, endpoint_id)
+        rows, more = scope.page(session, WebhookDelivery, limit=limit,
+                                starting_after=starting_after, filters={"endpoint_id": endpoint_id})
+        return [render.webhook_delivery(row) for row in rows], more
+
+    return reader.run(read)
+
+
+def _live_endpoint(session: Session, scope: Scope, endpoint_id: str) -> WebhookEndpoint:
+    endpoint = scope.get(session, WebhookEndpoint, endpoint_id)
+    if endpoint.deleted_at is not None:
+        raise NotFound(f"No such webhook endpoint: '{endpoint_id}'")
+    return endpoint
 
 
 def _page(reader: Reader, scope: Scope, model: type[M], shape: Callable[[M], Json], limit: int,

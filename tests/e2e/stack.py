@@ -182,7 +182,8 @@ class Client:
 
 
 class Stack:
-    """API, worker fleet and scheduler of one Config, each startable and killable alone."""
+    """API, worker fleet, scheduler, outbox relay and webhook dispatcher of one Config, each
+    startable and killable alone."""
 
     def __init__(self, config: Config, logs: Path, *, web_workers: int = 2) -> None:
         self.config = config
@@ -196,6 +197,8 @@ class Stack:
             "worker": [str(BIN / "dramatiq"), "app.jobs", "--processes", "1",
                        "--threads", "4"],
             "scheduler": [sys.executable, "-m", "app.scheduler"],
+            "relay": [sys.executable, "-m", "app.events.relay"],  # these two need Kafka:
+            "webhooks": [sys.executable, "-m", "app.webhooks"],  # kafka_bootstrap_servers
         }
         self.processes = {
             name: Process(name, argv, env, logs / f"{name}.log") for name, argv in commands.items()

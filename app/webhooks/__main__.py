@@ -1,0 +1,3 @@
+from app.webhooks.dispatcher import main
+
+main()
