@@ -19,7 +19,7 @@ from kafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError
 
 from app.bootstrap import Container, build
-from app.events.embedded_broker import bootstrap_servers
+from app.events.kafka import client_settings
 from app.events.outbox import TOPICS
 from app.log import configure_logging
 from app.webhooks import deliveries
@@ -32,7 +32,7 @@ MAX_RECORDS = 500
 def new_consumer(container: Container) -> KafkaConsumer:
     """A consumer of every engine topic in the dispatcher's group, committing by hand."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap_servers(container.config.kafka_bootstrap_servers),
+        **client_settings(container.config),
         group_id=GROUP,
         client_id="webhook-dispatcher",
         enable_auto_commit=False,
