@@ -98,6 +98,14 @@ PROCESSES: tuple[Process, ...] = (
         deployed=("KAFKA_BOOTSTRAP_SERVERS",),
     ),
     Process(
+        # The webhook dispatcher: one Kafka consumer group; Kafka shares the partitions out.
+        "webhooks", ("python", "-m", "app.webhooks"),
+        cpu=256, memory=512, stop_timeout=30, desired=2,
+        uses=frozenset({"postgres", "redis", "kafka"}),
+        environment={**BASE_ENV, "DB_POOL_SIZE": "2"},
+        deployed=("KAFKA_BOOTSTRAP_SERVERS",),
+    ),
+    Process(
         "migrate", ("flask", "--app", "wsgi", "db", "upgrade"),
         cpu=256, memory=512, stop_timeout=120, desired=None,
         uses=frozenset({"postgres"}),

@@ -44,11 +44,12 @@ PROCESSES = {
     "worker": "dramatiq app.jobs",
     "scheduler": "python -m app.scheduler",
     "relay": "python -m app.events.relay",
+    "webhooks": "python -m app.webhooks",
     "migrate": "flask --app wsgi db upgrade",
 }
 #: The module each command imports first.
 ENTRY_MODULES = {"api": "wsgi", "worker": "app.jobs", "scheduler": "app.scheduler",
-                 "relay": "app.events.relay", "migrate": "wsgi"}
+                 "relay": "app.events.relay", "webhooks": "app.webhooks", "migrate": "wsgi"}
 #: Variables read outside Config: gunicorn, app/run.py, prometheus_client.
 EXTRA_SETTINGS = {"PORT", "WEB_CONCURRENCY", "PROMETHEUS_MULTIPROC_DIR"}
 #: Every process builds the same Config, so every one gets these from the secret store.
