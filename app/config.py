@@ -69,6 +69,7 @@ class Config:
     mail_server: str = "127.0.0.1"
     mail_port: int = 1025
     mail_security: str = "none"
+    mail_ssl_cafile: str = ""
     mail_username: str = ""
     mail_password: str = ""
     mail_default_sender: str = "Subscription Engine <billing@localhost>"

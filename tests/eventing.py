@@ -9,6 +9,7 @@ from __future__ import annotations
 import email
 import json
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -229,15 +230,27 @@ class Inbox:
 
 
 class SmtpServer:
-    """A real SMTP server (aiosmtpd) on a free port that can go down and come back."""
+    """A real SMTP server (aiosmtpd) on a free port that can go down and come back.
 
-    def __init__(self) -> None:
+    With `tls`, it speaks TLS with that server context: from the first byte (`implicit`),
+    or after STARTTLS, which it then requires before any mail.
+    """
+
+    def __init__(self, tls: ssl.SSLContext | None = None, implicit: bool = False) -> None:
         self.port = free_port()
         self.inbox = Inbox()
         self.controller: Controller | None = None
+        self.tls = tls
+        self.implicit = implicit
 
     def start(self) -> None:
-        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        if self.tls is None:
+            tls: dict[str, Any] = {}
+        elif self.implicit:
+            tls = {"ssl_context": self.tls}
+        else:
+            tls = {"tls_context": self.tls, "require_starttls": True}
+        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port, **tls)
         self.controller.start()
 
     def stop(self) -> None:

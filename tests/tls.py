@@ -31,6 +31,12 @@ class Pair:
     cert: Path
     key: Path
 
+    def server_context(self) -> ssl.SSLContext:
+        """A TLS server context presenting this certificate."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
 
 @dataclass(frozen=True)
 class Authority:
@@ -127,8 +133,7 @@ class TlsTerminator:
     def __init__(self, port: int, upstream: int, server: Pair, client_ca: Path | None = None):
         self.port = port
         self.upstream = upstream
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(server.cert, server.key)
+        self.context = server.server_context()
         # No TLS 1.3 session tickets: kafka-python takes bytes it did not ask for as an error.
         self.context.num_tickets = 0
         if client_ca is not None:

@@ -1,11 +1,18 @@
-"""Flask-Mail over SMTP, configured from our settings: the one way mail leaves the engine."""
+"""Flask-Mail over SMTP, configured from our settings: the one way mail leaves the engine.
+
+With MAIL_SECURITY=starttls or ssl the server's certificate and name are verified, against
+MAIL_SSL_CAFILE or the system's CAs. (Flask-Mail alone opens TLS with smtplib's default
+context, which verifies neither: any certificate would do.)
+"""
 
 from __future__ import annotations
 
+import smtplib
+import ssl
 from email.utils import parseaddr
 
 from flask import Flask
-from flask_mail import Mail
+from flask_mail import Connection, Mail
 from flask_mail import Message as FlaskMessage
 
 from app.config import Config
@@ -22,6 +29,8 @@ class Mailer:
             raise ValueError(
                 f"MAIL_SECURITY must be one of {SECURITY}, got {config.mail_security!r}"
             )
+        if config.mail_ssl_cafile and config.mail_security == "none":
+            raise ValueError("MAIL_SSL_CAFILE set, but MAIL_SECURITY is none")
         app = Flask("app.mail")
         app.config.update(
             MAIL_SERVER=config.mail_server,
@@ -32,8 +41,9 @@ class Mailer:
             MAIL_PASSWORD=config.mail_password or None,
             MAIL_DEFAULT_SENDER=config.mail_default_sender,
         )
+        Mail(app)
         self.app = app
-        self.mail = Mail(app)
+        self.tls = ssl.create_default_context(cafile=config.mail_ssl_cafile or None)
         self.sender = config.mail_default_sender
         self.domain = parseaddr(config.mail_default_sender)[1].rpartition("@")[2] or "localhost"
 
@@ -48,5 +58,26 @@ class Mailer:
             extra_headers={"X-Mail-Kind": email.kind, **email.headers},
         )
         message.msgId = message_id
-        with self.app.app_context():  # Flask-Mail renders the message in an app context
-            self.mail.send(message)
+        with (self.app.app_context(),  # Flask-Mail renders the message in an app context
+              _VerifiedConnection(self.app.extensions["mail"], self.tls) as connection):
+            connection.send(message)
+
+
+class _VerifiedConnection(Connection):
+    """Flask-Mail's SMTP connection, its TLS verified with `tls`."""
+
+    def __init__(self, mail: Mail, tls: ssl.SSLContext) -> None:
+        super().__init__(mail)
+        self.tls = tls
+
+    def configure_host(self) -> smtplib.SMTP | smtplib.SMTP_SSL:
+        host: smtplib.SMTP
+        if self.mail.use_ssl:
+            host = smtplib.SMTP_SSL(self.mail.server, self.mail.port, context=self.tls)
+        else:
+            host = smtplib.SMTP(self.mail.server, self.mail.port)
+        if self.mail.use_tls:
+            host.starttls(context=self.tls)
+        if self.mail.username and self.mail.password:
+            host.login(self.mail.username, self.mail.password)
+        return host
