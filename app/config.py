@@ -80,6 +80,10 @@ class Config:
     # Webhooks out
     webhooks_allow_private_networks: bool = False
     webhook_endpoint_concurrency: int = 2
+    # Metrics: CloudWatch EMF lines on stdout, Prometheus on /metrics and METRICS_PORT
+    metrics_emf: str = "on"
+    metrics_flush_seconds: float = 10.0
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Config:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,9 @@ from app.services.tenants import authenticate, create_tenant
 VAR = Path("var")
 DEMO_FILE = VAR / "demo-tenant.json"
 SINK_PORT = 1025
+METRICS_DIR = VAR / "prometheus"
+#: Where `make run`'s processes serve Prometheus metrics (the API serves them on /metrics).
+METRICS_PORTS = {"worker": 9191, "scheduler": 9192, "relay": 9193}
 
 
 def commands(config: Config, port: str) -> dict[str, list[str]]:
@@ -86,11 +90,8 @@ Demo tenant test key: {key}
 
 def main() -> None:
     VAR.mkdir(exist_ok=True)
-    metrics_dir = VAR / "prometheus"
-    metrics_dir.mkdir(exist_ok=True)
-    for stale in metrics_dir.iterdir():
-        stale.unlink()
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir.resolve()))
+    shutil.rmtree(METRICS_DIR, ignore_errors=True)
+    os.environ.setdefault("METRICS_EMF", "off")  # the console shows logs; Prometheus has these
     # Development: webhook endpoints on this machine (127.0.0.1 receivers) are allowed.
     os.environ.setdefault("WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "true")
     port = os.environ.get("PORT", "8000")
@@ -101,12 +102,23 @@ def main() -> None:
     supervise(commands(config, port))
 
 
+def process_env(name: str) -> dict[str, str]:
+    """A process's environment: its own Prometheus directory (shared by its fleet only) and,
+    for the worker fleet, scheduler and relay, its metrics port."""
+    metrics_dir = METRICS_DIR / name
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir.resolve())}
+    if name in METRICS_PORTS:
+        env["METRICS_PORT"] = str(METRICS_PORTS[name])
+    return env
+
+
 def supervise(specs: dict[str, list[str]]) -> None:
     """Run every process; restart one that exits; stop all on SIGINT or SIGTERM."""
     # An idle Dramatiq consumer polls every second by default; poll every 100 ms so a
     # payment settles well under a second after its 202.
     os.environ.setdefault("dramatiq_worker_timeout", "100")
-    running = {name: subprocess.Popen(cmd) for name, cmd in specs.items()}
+    running = {name: subprocess.Popen(cmd, env=process_env(name)) for name, cmd in specs.items()}
     stopping = False
 
     def _stop(_: int, __: FrameType | None) -> None:
@@ -119,7 +131,7 @@ def supervise(specs: dict[str, list[str]]) -> None:
         for name, process in running.items():
             if process.poll() is not None and not stopping:
                 print(f"{name} exited with {process.returncode}; restarting", flush=True)
-                running[name] = subprocess.Popen(specs[name])
+                running[name] = subprocess.Popen(specs[name], env=process_env(name))
         time.sleep(0.5)
     for process in reversed(running.values()):  # dependants first: the broker and sink stop last
         process.send_signal(signal.SIGTERM)

@@ -52,6 +52,7 @@ def config() -> Iterator[Config]:
         breaker_failure_threshold=5,
         breaker_recovery_seconds=2,
         auth_cache_seconds=0,  # tests revoke keys and change limits between requests
+        metrics_emf="off",  # pytest's stdout is its own; tests/e2e/test_metrics_e2e.py turns it on
     )
     yield cfg
     client = redis.Redis.from_url(REDIS)

@@ -1,28 +1,34 @@
-"""Prometheus request metrics (multi-process safe under gunicorn)."""
+"""The API's request metrics (HttpRequests, HttpLatency, PayLatency), through app.telemetry."""
 
 from __future__ import annotations
 
 import time
 
-from flask import Flask, Response, g, request
-from prometheus_client import Counter, Histogram
+from flask import Flask, Response, current_app, g, request
 
-REQUESTS = Counter("http_requests_total", "HTTP requests", ["method", "endpoint", "status"])
-LATENCY = Histogram("http_request_duration_seconds", "HTTP request latency", ["method", "endpoint"])
+from app.telemetry import metrics
 
 
 def init_metrics(app: Flask) -> None:
-    """Count and time every request by method, endpoint and status."""
+    """Count every request by status class and time it; time POST /pay on its own.
+
+    The process starts emitting (EMF on stdout) at its first request, so `flask` CLI
+    commands, which load the same app, keep stdout to themselves.
+    """
 
     @app.before_request
     def _start() -> None:
+        metrics.start("api", current_app.extensions["container"].config)
         g.request_started = time.perf_counter()
 
     @app.after_request
     def _record(response: Response) -> Response:
-        endpoint = request.endpoint or "unmatched"
-        REQUESTS.labels(request.method, endpoint, response.status_code).inc()
         started = g.get("request_started")
+        metrics.count("HttpRequests", Outcome=f"{max(2, min(response.status_code // 100, 5))}xx")
         if started is not None:
-            LATENCY.labels(request.method, endpoint).observe(time.perf_counter() - started)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            metrics.timing("HttpLatency", elapsed_ms)
+            if request.method == "POST" and request.url_rule is not None \
+                    and request.url_rule.rule == "/pay":
+                metrics.timing("PayLatency", elapsed_ms)
         return response

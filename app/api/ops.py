@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from flask import Blueprint, Response, current_app, send_from_directory
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    generate_latest,
-    multiprocess,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from swagger_ui_bundle import swagger_ui_path
 
 from app.api import context
 from app.api.errors import problem_response
+from app.telemetry import metrics as telemetry
 
 blueprint = Blueprint("ops", __name__)
 DOCS_PAGE = """<!doctype html>
@@ -49,11 +43,7 @@ def readyz() -> Any:
 
 @blueprint.get("/metrics")
 def metrics() -> Response:
-    registry = REGISTRY
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(telemetry.registry()), mimetype=CONTENT_TYPE_LATEST)
 
 
 @blueprint.get("/openapi.json")

@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from types import FrameType
 
 from kafka import KafkaProducer
@@ -48,6 +49,7 @@ from app.events.kafka import client_settings
 from app.events.outbox import TOPICS
 from app.log import configure_logging
 from app.models.outbox import MAIL_EVENT_TYPES
+from app.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,10 @@ FETCH = text(
     " ORDER BY id LIMIT :limit"
 )
 MARK = text("UPDATE outbox_events SET sent_at = now() WHERE id = ANY(:ids)")
+BACKLOG = text(
+    "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)"
+    " FROM outbox_events WHERE sent_at IS NULL"
+)
 PRUNE = text(
     "DELETE FROM outbox_events WHERE id IN (SELECT id FROM outbox_events"
     " WHERE sent_at < now() - make_interval(secs => :seconds)"
@@ -218,6 +224,7 @@ class Relay:
         if ids:
             conn.execute(MARK, {"ids": ids})
             conn.commit()
+            metrics.count("EventsPublished", len(ids))
         return len(ids)
 
     def _send(self, rows: Sequence[Row]) -> list[FutureRecordMetadata | None]:
@@ -307,6 +314,14 @@ def run_process(container: Container, stop: threading.Event) -> None:
     dispatcher.join(timeout=10)
 
 
+def sample_backlog(engine: Engine) -> None:
+    """OutboxBacklog and OutboxOldestAge: the unsent events, and how long the oldest waits."""
+    with engine.connect() as conn:
+        backlog, oldest_age = conn.execute(BACKLOG).one()
+    metrics.gauge("OutboxBacklog", backlog)
+    metrics.gauge("OutboxOldestAge", float(oldest_age))
+
+
 def _run_shards(shards: int, stop: threading.Event) -> None:
     """One child process per shard (one CPU each), restarted if it dies."""
     context = multiprocessing.get_context("spawn")
@@ -332,6 +347,7 @@ def _shard_main(shard: int) -> None:
     """Entry point of a shard's child process: its own container, the relay of one shard."""
     container = build()
     configure_logging(container.config.log_level)
+    metrics.start("relay", container.config)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the children
@@ -350,6 +366,9 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    metrics.sampler(partial(sample_backlog, container.engine))
+    metrics.start("relay", container.config)
+    metrics.serve(container.config.metrics_port)
     log.info("relay started")
     run_process(container, stop)
 

@@ -5,8 +5,9 @@ actors; the resources the actors use are built lazily, in the worker process its
 """
 
 from app.jobs.runtime import container
+from app.jobs.telemetry import WorkerMetrics
 
-container().broker  # noqa: B018 - installs the broker before the actors are declared
+container().broker.add_middleware(WorkerMetrics(container().config))  # also installs the broker
 
 from app.jobs import actors, mail, webhooks  # noqa: E402
 

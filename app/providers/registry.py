@@ -15,6 +15,8 @@ from app.providers.errors import (
     ProviderUnreachable,
     TransientProviderError,
 )
+from app.telemetry import metrics
+from app.telemetry.catalog import PROVIDERS
 
 T = TypeVar("T")
 #: (provider name, tenant id) -> that tenant's adapter, or None when it has no credentials.
@@ -39,6 +41,7 @@ class ProviderRegistry:
         self._recovery = recovery_seconds
         self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
         self._lock = threading.Lock()
+        metrics.sampler(self.sample_breakers)
 
     def get(self, name: str, tenant_id: str | None = None) -> PaymentProvider:
         """The adapter called `name` (for this tenant); ProviderNotConfigured when none is."""
@@ -67,7 +70,8 @@ class ProviderRegistry:
         breaker = self._breaker(name, tenant_id)
         if breaker.opened:  # breaker.call() runs fn regardless; only its decorator checks
             raise ProviderUnreachable(f"{name}: circuit open, failing fast")
-        result: T = breaker.call(fn, adapter)
+        with metrics.timer("ProviderCallLatency", Provider=name):
+            result: T = breaker.call(fn, adapter)
         return result
 
     def charge_many(
@@ -82,7 +86,8 @@ class ProviderRegistry:
         breaker = self._breaker(name, tenant_id)
         if breaker.opened:
             return [ProviderUnreachable(f"{name}: circuit open, failing fast")] * len(requests)
-        results = adapter.charge_many(requests)
+        with metrics.timer("ProviderCallLatency", Provider=name):
+            results = adapter.charge_many(requests)
         for result in results:
             try:
                 with breaker:  # counts an expected (transient) error, resets on anything else
@@ -91,6 +96,13 @@ class ProviderRegistry:
             except ProviderError:
                 pass
         return results
+
+    def sample_breakers(self) -> None:
+        """CircuitBreakerOpen: how many breakers (one per tenant) are open, per provider."""
+        with self._lock:
+            open_names = [name for (name, _), b in self._breakers.items() if b.opened]
+        for provider in PROVIDERS:
+            metrics.gauge("CircuitBreakerOpen", open_names.count(provider), Provider=provider)
 
     def _breaker(self, name: str, tenant_id: str) -> CircuitBreaker:
         with self._lock:

@@ -17,7 +17,9 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from app.bootstrap import Container, build
 from app.log import configure_logging
 from app.models.uow import UnitOfWork
+from app.scheduler import samples
 from app.services import maintenance, reconcile, renewals
+from app.telemetry import metrics
 from app.webhooks import deliveries
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,9 @@ def main() -> None:
     container = build()
     configure_logging(container.config.log_level)
     scheduler = build_scheduler(container)
+    metrics.sampler(partial(samples.sample, container))
+    metrics.start("scheduler", container.config)
+    metrics.serve(container.config.metrics_port)
 
     def _stop(signum: int, _: FrameType | None) -> None:
         # Only raise here: the handler runs on the main thread, possibly while it holds the

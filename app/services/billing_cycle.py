@@ -28,6 +28,7 @@ from app.models import (
     Tenant,
 )
 from app.services.payments import new_payment
+from app.telemetry import metrics
 
 DueKind = Literal["trial_will_end", "trial_end", "renew", "cancel", "retry", "expire"]
 #: How long a new subscription may stay `incomplete` (its first payment waiting on the
@@ -199,6 +200,8 @@ def on_payment_settled(session: Session, payment: Payment, *, hard: bool = False
 
 
 def _paid(session: Session, sub: Subscription) -> None:
+    if sub.status is Status.PAST_DUE:
+        metrics.count("DunningTransitions", Transition="recovered")
     first = sub.status in (Status.INCOMPLETE, Status.TRIALING)
     incomplete = sub.status is Status.INCOMPLETE
     sub.status = transition(
@@ -230,12 +233,14 @@ def _unpaid(session: Session, sub: Subscription, payment: Payment, *, hard: bool
         sub.retry_at = decision.at
         if was is not Status.PAST_DUE:
             outbox.record_subscription(session, "subscription.past_due", sub)
+            metrics.count("DunningTransitions", Transition="past_due")
     else:
         sub.status = transition(sub.status, Event.RETRIES_EXHAUSTED)
         sub.canceled_at = at
         sub.cancellation_reason = "payment_failed"
         sub.retry_at = None
         outbox.record_subscription(session, "subscription.canceled", sub)
+        metrics.count("DunningTransitions", Transition="canceled")
 
 
 def retry_days(session: Session, tenant_id: str) -> tuple[int, ...]:

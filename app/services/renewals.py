@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from app.clock import utcnow
 from app.models import ClockStatus, Payment, PaymentStatus, Plan, Subscription, TestClock
 from app.models.uow import UnitOfWork, UnitOfWorkFactory
 from app.providers.registry import ProviderRegistry
 from app.services import billing_cycle, charge, reconcile
+from app.telemetry import metrics
 
 log = logging.getLogger(__name__)
 Enqueue = Callable[..., None]
@@ -88,6 +89,7 @@ def _round(
     returns the subscriptions that acted, the claims to charge, those to stop at their
     provider (expiries), and every subscription locked."""
     acted: list[str] = []
+    renewed = 0
     payments: list[Payment] = []
     waiting: list[Payment] = []
     query = select(Subscription).where(Subscription.id.in_(sub_ids))
@@ -110,6 +112,8 @@ def _round(
                 continue
             payment = billing_cycle.apply_due(uow.session, sub, due)
             acted.append(sub.id)
+            if due.kind == "renew":
+                renewed += 1
             if payment is not None and payment.status is PaymentStatus.REQUIRES_ACTION:
                 # Back here after a lease if stopping it never settles (a crash, an outage).
                 sub.next_event_at = utcnow() + timedelta(seconds=lease_seconds)
@@ -119,7 +123,20 @@ def _round(
         claims = charge.claim_held(uow.session, payments, lease_seconds)
         voids = charge.waiting_claims(uow.session, waiting)
         uow.commit()
+    if renewed:
+        metrics.count("RenewalsDone", renewed)
     return acted, claims, voids, {sub.id for sub in subs}
+
+
+def due_backlog(uow: UnitOfWork) -> tuple[int, float]:
+    """Real-time subscriptions due and not claimed yet, and how many seconds the oldest of
+    them is behind its schedule (0 when none is)."""
+    count, lag = uow.session.execute(
+        select(func.count(), func.coalesce(
+            func.extract("epoch", func.now() - func.min(Subscription.next_event_at)), 0))
+        .where(Subscription.test_clock_id.is_(None), Subscription.next_event_at <= func.now())
+    ).one()
+    return int(count), float(lag)
 
 
 def claim_due(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from prometheus_client import REGISTRY
 
 from app.bootstrap import Container
 from app.ids import new_id
@@ -43,6 +44,13 @@ def registry(container: Container) -> ProviderRegistry:
     )
 
 
+def provider_calls() -> float:
+    """Calls timed as ProviderCallLatency for the sandbox, in this test process."""
+    value = REGISTRY.get_sample_value(
+        "subscription_engine_provider_call_latency_seconds_count", {"provider": "sandbox"})
+    return value or 0.0
+
+
 def ledger(container: Container, tenant_id: str) -> int:
     reader = Reader(container.session_factory)
     return len(queries.sandbox_charges(reader, Scope(tenant_id, livemode=False), None))
@@ -53,6 +61,7 @@ def test_the_breaker_opens_after_the_configured_failures_then_fails_fast(
 ) -> None:
     tenant = f"ten_{uuid.uuid4().hex[:26]}"
     threshold = container.config.breaker_failure_threshold
+    calls_before = provider_calls()
     for _ in range(threshold):
         with pytest.raises(ProviderUnavailable, match="simulated provider error"):
             charge(registry, tenant, "tok_error")
@@ -61,6 +70,10 @@ def test_the_breaker_opens_after_the_configured_failures_then_fails_fast(
         with pytest.raises(ProviderUnavailable, match="circuit open"):
             charge(registry, tenant, "tok_ok")
     assert ledger(container, tenant) == 0
+    assert provider_calls() == calls_before + threshold  # only the calls that were made
+    registry.sample_breakers()
+    assert REGISTRY.get_sample_value(
+        "subscription_engine_circuit_breaker_open", {"provider": "sandbox"}) == 1
 
     # Other tenants are not affected.
     other = f"ten_{uuid.uuid4().hex[:26]}"
