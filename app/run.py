@@ -27,7 +27,7 @@ DEMO_FILE = VAR / "demo-tenant.json"
 SINK_PORT = 1025
 METRICS_DIR = VAR / "prometheus"
 #: Where `make run`'s processes serve Prometheus metrics (the API serves them on /metrics).
-METRICS_PORTS = {"worker": 9191, "scheduler": 9192, "relay": 9193}
+METRICS_PORTS = {"worker": 9191, "scheduler": 9192, "relay": 9193, "webhooks": 9194}
 
 
 def commands(config: Config, port: str) -> dict[str, list[str]]:

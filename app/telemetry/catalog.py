@@ -79,7 +79,7 @@ CATALOG: tuple[Metric, ...] = (
     Metric(
         "PaymentsSettled", "Count", "counter",
         "Payment attempts settled, by the outcome the provider gave.",
-        ("worker", "scheduler", "api", "webhooks"),
+        ("worker", "scheduler", "api"),
         {"Provider": PROVIDERS, "Mode": MODES, "Outcome": PAYMENT_OUTCOMES},
         (_alarm(5, "GreaterThanThreshold", "Sum",
                 "More than 5 live payments in 5 minutes whose outcome the provider left unknown.",
@@ -96,17 +96,18 @@ CATALOG: tuple[Metric, ...] = (
     ),
     Metric(
         "RenewalsDue", "Count", "gauge",
-        "Subscriptions whose renewal is due and not yet done, sampled by the scheduler.",
+        "Real-time subscriptions whose next event (renewal, retry, trial end, ...) is due and "
+        "not yet claimed by a scheduler; sampled by the scheduler.",
         ("scheduler",),
     ),
     Metric(
         "RenewalsDone", "Count", "counter",
-        "Subscriptions renewed (a new period started and its invoice charged or queued).",
-        ("worker", "scheduler"),
+        "Renewals applied: a subscription's new period started and its payment was created.",
+        ("worker",),
     ),
     Metric(
         "RenewalLag", "Seconds", "gauge",
-        "How far behind schedule the oldest due renewal is (0 when none is due).",
+        "How long the oldest of RenewalsDue has been due (0 when none is).",
         ("scheduler",),
         alarms=(_alarm(300, "GreaterThanThreshold", "Maximum",
                        "Renewals more than 5 minutes behind schedule.",
@@ -115,7 +116,7 @@ CATALOG: tuple[Metric, ...] = (
     Metric(
         "DunningTransitions", "Count", "counter",
         "Subscriptions moved by dunning: into past_due, recovered to active, or canceled.",
-        ("worker", "scheduler", "api", "webhooks"),
+        ("worker", "scheduler", "api"),
         {"Transition": TRANSITIONS},
     ),
     Metric(
@@ -197,15 +198,15 @@ CATALOG: tuple[Metric, ...] = (
     Metric(
         "HttpRequests", "Count", "counter",
         "HTTP requests answered, by status class.",
-        ("api", "webhooks"),
+        ("api",),
         {"Outcome": HTTP_OUTCOMES},
         (_alarm(10, "GreaterThanThreshold", "Sum",
                 "More than 10 server errors in 5 minutes.", Service="api", Outcome="5xx"),),
     ),
     Metric(
         "HttpLatency", "Milliseconds", "timing",
-        "Time to answer an HTTP request, from the first byte read to the response.",
-        ("api", "webhooks"),
+        "Time to answer an HTTP request, from the request's first hook to its response.",
+        ("api",),
         alarms=(_alarm(2000, "GreaterThanThreshold", "p99",
                        "API responses slower than 2 s at the 99th percentile.",
                        Service="api"),),

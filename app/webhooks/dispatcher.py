@@ -22,6 +22,7 @@ from app.bootstrap import Container, build
 from app.events.kafka import client_settings
 from app.events.outbox import TOPICS
 from app.log import configure_logging
+from app.telemetry import metrics
 from app.webhooks import deliveries
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    metrics.start("webhooks", container.config)
+    metrics.serve(container.config.metrics_port)
     log.info("webhook dispatcher started")
     while not stop.is_set():
         try:

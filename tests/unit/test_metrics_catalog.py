@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from app.telemetry.catalog import BY_NAME, CATALOG, SERVICES, dimension_sets
+from app.telemetry.reference import alarms_table, metrics_table
 
 #: The names agreed for issue 12 (TEAM.md); they may grow, never be renamed.
 AGREED = {
@@ -54,3 +57,9 @@ def test_every_alarm_pins_the_service_and_values_the_metric_can_take() -> None:
             assert set(alarm.dimensions) in [set(s) for s in dimension_sets(metric)], metric.name
             if metric.kind == "counter":
                 assert alarm.statistic == "Sum", metric.name
+
+
+def test_docs_operations_holds_the_tables_made_from_the_catalog() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    assert metrics_table() in text, "regenerate with python -m app.telemetry.reference"
+    assert alarms_table() in text, "regenerate with python -m app.telemetry.reference"
