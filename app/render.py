@@ -41,6 +41,12 @@ def customer(c: Customer) -> Json:
     }
 
 
+def deleted(obj: Customer | PaymentMethod) -> Json:
+    """What a DELETE answers: the id, the kind and `deleted: true`."""
+    return {"id": obj.id, "object": "customer" if isinstance(obj, Customer) else "payment_method",
+            "deleted": True}
+
+
 def payment_method(m: PaymentMethod) -> Json:
     return {
         "id": m.id,
@@ -92,6 +98,7 @@ def refund(r: Refund) -> Json:
         "payment_id": r.payment_id,
         "amount": r.amount,
         "status": r.status.value,
+        "created_at": timestamp(r.created_at),
     }
 
 

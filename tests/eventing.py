@@ -264,7 +264,7 @@ SUBSCRIPTION_TYPES = [
     ("subscription.trial_will_end", "trialing"), ("subscription.renewed", "active"),
     ("subscription.past_due", "past_due"), ("subscription.paused", "paused"),
     ("subscription.resumed", "active"), ("subscription.plan_changed", "active"),
-    ("subscription.canceled", "canceled"),
+    ("subscription.updated", "active"), ("subscription.canceled", "canceled"),
 ]
 
 

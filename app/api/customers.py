@@ -62,3 +62,56 @@ def attach_payment_method(customer_id: str, body: schemas.PaymentMethodRequest) 
         token=body.token,
     )
     return render.payment_method(method), 201
+
+
+@api.route(
+    "POST",
+    "/customers/<customer_id>",
+    summary="Update a customer (metadata merged)",
+    body=schemas.CustomerUpdateRequest,
+    response=schemas.Customer,
+)
+def update_customer(customer_id: str, body: schemas.CustomerUpdateRequest) -> ViewResult:
+    changes = body.model_dump(include=body.model_fields_set)
+    updated = customers.update_customer(context.uow(), context.scope(), customer_id, changes)
+    return render.customer(updated), 200
+
+
+@api.route(
+    "DELETE",
+    "/customers/<customer_id>",
+    summary="Delete a customer: payment methods detached, email and name erased",
+    response=schemas.Deleted,
+)
+def delete_customer(customer_id: str) -> ViewResult:
+    deleted = customers.delete_customer(
+        context.uow(), context.container().providers, context.scope(), customer_id
+    )
+    return render.deleted(deleted), 200
+
+
+@api.route(
+    "GET",
+    "/customers/<customer_id>/payment-methods",
+    summary="List a customer's payment methods",
+    query=schemas.ListQuery,
+    response=schemas.PaymentMethod,
+    list_response=True,
+)
+def list_payment_methods(customer_id: str, query: schemas.ListQuery) -> ViewResult:
+    return page(*queries.payment_methods(context.reader(), context.scope(), customer_id,
+                                         limit=query.limit, starting_after=query.starting_after))
+
+
+@api.route(
+    "DELETE",
+    "/customers/<customer_id>/payment-methods/<method_id>",
+    summary="Detach a payment method (at the provider too)",
+    response=schemas.Deleted,
+)
+def detach_payment_method(customer_id: str, method_id: str) -> ViewResult:
+    detached = customers.detach_payment_method(
+        context.uow(), context.container().providers, context.scope(), customer_id, method_id
+    )
+    return render.deleted(detached), 200
+

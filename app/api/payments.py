@@ -1,4 +1,4 @@
-"""Payments: the /pay front door, reading payments, refunds."""
+"""Payments: the /pay front door, reading payments, dunning retries, refunds."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from app import render
 from app.api import context, schemas
 from app.api.responses import ViewResult, page
 from app.api.routing import Api
-from app.services import payments, queries
+from app.services import payments, queries, subscriptions
 
 api = Api(Blueprint("payments", __name__), tag="Payments")
 
@@ -61,3 +61,35 @@ def refund(payment_id: str, body: schemas.RefundRequest) -> ViewResult:
         context.uow(), context.scope(), context.container().enqueue, payment_id, body.amount
     )
     return render.refund(created), 201
+
+
+@api.route(
+    "POST",
+    "/payments/<payment_id>/retry",
+    summary="Retry a payment in dunning now (counts as one of its retries)",
+    response=schemas.Payment,
+    status=202,
+)
+def retry(payment_id: str) -> ViewResult:
+    payment = subscriptions.retry_payment(
+        context.uow(), context.scope(), context.container().enqueue, payment_id
+    )
+    return render.payment(payment), 202, {"Location": f"/payments/{payment.id}"}
+
+
+@api.route("GET", "/refunds/<refund_id>", summary="Get a refund", response=schemas.Refund)
+def get_refund(refund_id: str) -> ViewResult:
+    return queries.refund(context.reader(), context.scope(), refund_id), 200
+
+
+@api.route(
+    "GET",
+    "/payments/<payment_id>/refunds",
+    summary="List a payment's refunds",
+    query=schemas.ListQuery,
+    response=schemas.Refund,
+    list_response=True,
+)
+def list_refunds(payment_id: str, query: schemas.ListQuery) -> ViewResult:
+    return page(*queries.refunds(context.reader(), context.scope(), payment_id,
+                                 limit=query.limit, starting_after=query.starting_after))

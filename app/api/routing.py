@@ -1,8 +1,8 @@
 """Declaring endpoints once: the view, its schemas and its OpenAPI entry come from one place.
 
 Each endpoint states its body and query schemas; the wrapper parses and validates them
-(415, 400, 422 as the contract says), runs POSTs through the idempotency layer, and
-records the endpoint for the OpenAPI document.
+(415, 400, 422 as the contract says), runs POSTs through the idempotency layer (which
+commits them), commits DELETEs, and records the endpoint for the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Literal
 from flask import Blueprint, request
 from pydantic import BaseModel, ValidationError
 
-from app.api import idempotency
+from app.api import context, idempotency
 from app.api.errors import Problem
 from app.api.responses import json_response
 
@@ -97,8 +97,12 @@ def _handle(endpoint: Endpoint, view: Callable[..., Any], path: dict[str, Any]) 
     kwargs = dict(path)
     if endpoint.query is not None:
         kwargs["query"] = _validate(endpoint.query, request.args.to_dict())
-    if endpoint.method != "POST":
+    if endpoint.method == "GET":
         return json_response(view(**kwargs))
+    if endpoint.method == "DELETE":  # no body, no idempotency key: deleting twice is a 404
+        response = json_response(view(**kwargs))
+        context.uow().commit()
+        return response
     raw = _json_body()
     model = _validate(endpoint.body, raw) if endpoint.body is not None else None
     if endpoint.body is None and raw is not NO_BODY and raw != {}:

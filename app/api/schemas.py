@@ -88,6 +88,16 @@ class CustomerRequest(Strict):
     test_clock_id: Id | None = None
 
 
+class CustomerUpdateRequest(Strict):
+    """Only the fields sent change; `null` clears email or name."""
+
+    email: Email | None = None
+    name: Annotated[Text, StringConstraints(max_length=500)] | None = None
+    metadata: Metadata = Field(
+        default_factory=dict, description='Merged into the current keys; "" removes a key.'
+    )
+
+
 class PlanRequest(Strict):
     code: Annotated[str, StringConstraints(min_length=1, max_length=100,
                                            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -105,6 +115,16 @@ class SubscriptionRequest(Strict):
     payment_method_id: Id
     trial_days: Annotated[StrictInt, Field(ge=0, le=730)] | None = None
     metadata: Metadata = Field(default_factory=dict)
+
+
+class SubscriptionUpdateRequest(Strict):
+    payment_method_id: Id | None = Field(
+        None, description="One of the customer's payment methods: renewals and the "
+        "remaining dunning retries charge it."
+    )
+    metadata: Metadata = Field(
+        default_factory=dict, description='Merged into the current keys; "" removes a key.'
+    )
 
 
 class CancelRequest(Strict):
@@ -214,6 +234,7 @@ class Refund(BaseModel):
     payment_id: str
     amount: int
     status: Literal["pending", "succeeded", "failed"]
+    created_at: str
 
 
 class Plan(BaseModel):
@@ -293,7 +314,7 @@ class WebhookDelivery(BaseModel):
 
 class Deleted(BaseModel):
     id: str
-    object: str
+    object: Literal["customer", "payment_method", "webhook_endpoint"]
     deleted: Literal[True]
 
 

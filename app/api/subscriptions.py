@@ -1,4 +1,4 @@
-"""Subscriptions: create, read, cancel, pause, resume, change plan."""
+"""Subscriptions: create, read, update, cancel, pause, resume, change plan."""
 
 from __future__ import annotations
 
@@ -47,6 +47,21 @@ def list_subscriptions(query: schemas.SubscriptionListQuery) -> ViewResult:
     filters = query.model_dump(exclude_none=True, exclude={"limit", "starting_after"})
     return page(*queries.subscriptions(context.reader(), context.scope(), limit=query.limit,
                                        starting_after=query.starting_after, filters=filters))
+
+
+@api.route(
+    "POST",
+    "/subscriptions/<sub_id>",
+    summary="Update the payment method or metadata",
+    body=schemas.SubscriptionUpdateRequest,
+    response=schemas.Subscription,
+)
+def update_subscription(sub_id: str, body: schemas.SubscriptionUpdateRequest) -> ViewResult:
+    sub = subscriptions.update(
+        context.uow(), context.scope(), sub_id,
+        payment_method_id=body.payment_method_id, metadata_changes=body.metadata,
+    )
+    return render.subscription(sub), 200
 
 
 @api.route(

@@ -51,9 +51,7 @@ def get_endpoint(endpoint_id: str) -> ViewResult:
 @api.route("DELETE", "/webhook-endpoints/<endpoint_id>", summary="Delete a webhook endpoint",
            response=schemas.Deleted)
 def delete_endpoint(endpoint_id: str) -> ViewResult:
-    uow = context.uow()
-    webhook_endpoints.delete_endpoint(uow, context.scope(), endpoint_id)
-    uow.commit()
+    webhook_endpoints.delete_endpoint(context.uow(), context.scope(), endpoint_id)
     return {"id": endpoint_id, "object": "webhook_endpoint", "deleted": True}, 200
 
 

@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session
 from app import render
 from app.clock import utcnow
 from app.ids import new_id
-from app.models import OutboxEvent, Payment, Subscription
+from app.models import Customer, OutboxEvent, Payment, PaymentMethod, Subscription
 from app.render import timestamp
 
 SCHEMA_VERSION = 1
+#: The topic of each kind of event (the part of its type before the dot).
 TOPICS = {
     "payment": "billing.payments",
     "subscription": "billing.subscriptions",
@@ -37,9 +38,18 @@ EVENT_TYPES = frozenset(
 
 
 def record(
-    session: Session, event_type: str, obj: dict[str, Any], *, tenant_id: str, livemode: bool
+    session: Session,
+    event_type: str,
+    obj: dict[str, Any],
+    *,
+    tenant_id: str,
+    livemode: bool,
+    key: str | None = None,
 ) -> str:
-    """Add the event `event_type` (e.g. "payment.succeeded") about `obj`; returns its id."""
+    """Add the event `event_type` (e.g. "payment.succeeded") about `obj`; returns its id.
+
+    Kafka's key is `key`, by default the object's id.
+    """
     kind = event_type.split(".", 1)[0]
     event_id = new_id("evt")
     now = utcnow()
@@ -53,7 +63,8 @@ def record(
         "data": {"object": obj},
     }
     session.info.setdefault(_PENDING, []).append({
-        "event_id": event_id, "topic": TOPICS[kind], "key": obj["id"], "type": event_type,
+        "event_id": event_id, "topic": TOPICS[kind],
+        "key": key or obj["id"], "type": event_type,
         "payload": payload, "created_at": now,
     })
     return event_id
@@ -97,4 +108,20 @@ def record_subscription(
     return record(
         session, event_type, render.subscription(subscription),
         tenant_id=subscription.tenant_id, livemode=subscription.livemode,
+    )
+
+
+def record_customer(session: Session, event_type: str, customer: Customer) -> str:
+    """Add a `customer.*` event carrying the customer as the API shows it now."""
+    return record(
+        session, event_type, render.customer(customer),
+        tenant_id=customer.tenant_id, livemode=customer.livemode,
+    )
+
+
+def record_payment_method(session: Session, event_type: str, method: PaymentMethod) -> str:
+    """Add a `payment_method.*` event, keyed by its customer (topic billing.customers)."""
+    return record(
+        session, event_type, render.payment_method(method),
+        tenant_id=method.tenant_id, livemode=method.livemode, key=method.customer_id,
     )

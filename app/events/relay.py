@@ -80,7 +80,7 @@ class Stopping(Exception):
 
 
 def ensure_topics(config: Config) -> None:
-    """Create billing.payments and billing.subscriptions if they do not exist yet."""
+    """Create the engine's topics (billing.payments, .subscriptions, .customers) if missing."""
     admin = KafkaAdminClient(
         **client_settings(config),
         request_timeout_ms=5000,

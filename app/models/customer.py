@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String
@@ -26,6 +27,8 @@ class Customer(TenantOwned, Base):
     name: Mapped[str | None] = mapped_column(String(500))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     test_clock_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("test_clocks.id"))
+    #: Set when deleted: the row stays (its payments name it) with email and name erased.
+    deleted_at: Mapped[datetime | None]
 
 
 class PaymentMethod(TenantOwned, Base):
@@ -38,3 +41,5 @@ class PaymentMethod(TenantOwned, Base):
     token: Mapped[str] = mapped_column(String(255))
     brand: Mapped[str | None] = mapped_column(String(32))
     last4: Mapped[str | None] = mapped_column(String(4))
+    #: Set when detached (at the provider too): payments made with it still name it.
+    deleted_at: Mapped[datetime | None]

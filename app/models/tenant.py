@@ -31,5 +31,7 @@ class ApiKey(Base):
     tenant_id: Mapped[str] = mapped_column(String(40), ForeignKey("tenants.id"), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     livemode: Mapped[bool]
+    #: The key's first 12 characters, to tell keys apart in `keys list` (None: made before).
+    prefix: Mapped[str | None] = mapped_column(String(12))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     revoked_at: Mapped[datetime | None]

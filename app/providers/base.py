@@ -105,6 +105,11 @@ class PaymentProvider(Protocol):
         """Check a token can be charged here and return its display details."""
         ...
 
+    def detach(self, token: str, *, livemode: bool) -> None:
+        """Make a saved payment method unusable at the provider (the customer or merchant
+        removed it); one the provider does not know, or no longer holds, is already so."""
+        ...
+
     def charge(self, request: ChargeRequest) -> ChargeResult:
         """Charge once per idempotency key; a repeated key returns the first outcome."""
         ...

@@ -158,6 +158,15 @@ class PayPalProvider:
                                last4=card.get("last_digits"))
         return CardDetails(brand="paypal", last4=None)
 
+    def detach(self, token: str, *, livemode: bool) -> None:
+        """Delete the vaulted payment token; one PayPal does not know is already gone."""
+        account = self._account(livemode)
+        try:
+            with _mapped(money=False):
+                account.client.vault.delete_payment_token(token)
+        except PaymentDeclined:  # 404 RESOURCE_NOT_FOUND or a 4xx refusal of an unknown id
+            return
+
     def charge_many(self, requests: Sequence[ChargeRequest]) -> list[ChargeResult | ProviderError]:
         return charge_each(self.charge, requests, self._concurrency)
 

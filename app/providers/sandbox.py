@@ -80,6 +80,9 @@ class SandboxProvider:
             raise InvalidPaymentMethod("unknown sandbox token; see the token table in the API")
         return CardDetails(brand="visa", last4="4242")
 
+    def detach(self, token: str, *, livemode: bool) -> None:
+        """Nothing is saved here: a token is only a name for an outcome."""
+
     def charge(self, request: ChargeRequest) -> ChargeResult:
         [result] = self.charge_many([request])
         if isinstance(result, ProviderError):

@@ -102,6 +102,16 @@ class StripeProvider:
         card = method.get("card") or {}
         return CardDetails(brand=card.get("brand"), last4=card.get("last4"))
 
+    def detach(self, token: str, *, livemode: bool) -> None:
+        """Detach the PaymentMethod from its Stripe customer (it cannot be used again);
+        one that is unknown or attached to no customer is left as it is."""
+        client = self._client(livemode)
+        try:
+            with _mapped(money=False):
+                client.v1.payment_methods.detach(token)
+        except PaymentDeclined:  # resource_missing, payment_method_unexpected_state
+            return
+
     def charge(self, request: ChargeRequest) -> ChargeResult:
         client = self._client(request.livemode)
         intent = self._intent(client, request)

@@ -27,6 +27,7 @@ from app.models import (
     Subscription,
     Tenant,
 )
+from app.services.clocks import now_for
 from app.services.payments import new_payment
 from app.telemetry import metrics
 
@@ -236,7 +237,9 @@ def _unpaid(session: Session, sub: Subscription, payment: Payment, *, hard: bool
             metrics.count("DunningTransitions", Transition="past_due")
     else:
         sub.status = transition(sub.status, Event.RETRIES_EXHAUSTED)
-        sub.canceled_at = at
+        # A retry asked for early (POST /payments/{id}/retry) counts as the scheduled one
+        # it stands in for, dated then; the subscription still ends now, not in the future.
+        sub.canceled_at = min(at, now_for(session, sub.test_clock_id))
         sub.cancellation_reason = "payment_failed"
         sub.retry_at = None
         outbox.record_subscription(session, "subscription.canceled", sub)

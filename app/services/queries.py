@@ -19,7 +19,9 @@ from app import render
 from app.models import (
     Customer,
     Payment,
+    PaymentMethod,
     Plan,
+    Refund,
     SandboxCharge,
     Subscription,
     WebhookDelivery,
@@ -63,6 +65,26 @@ def customer(reader: Reader, scope: Scope, customer_id: str) -> Json:
 
 def customers(reader: Reader, scope: Scope, *, limit: int, starting_after: str | None) -> Page:
     return _page(reader, scope, Customer, render.customer, limit, starting_after, {})
+
+
+def payment_methods(reader: Reader, scope: Scope, customer_id: str, *, limit: int,
+                    starting_after: str | None) -> Page:
+    """A customer's payment methods (404 for an unknown customer), newest first."""
+    reader.run(lambda s: scope.get(s, Customer, customer_id))
+    return _page(reader, scope, PaymentMethod, render.payment_method, limit, starting_after,
+                 {"customer_id": customer_id})
+
+
+def refund(reader: Reader, scope: Scope, refund_id: str) -> Json:
+    return reader.run(lambda s: render.refund(scope.get(s, Refund, refund_id)))
+
+
+def refunds(reader: Reader, scope: Scope, payment_id: str, *, limit: int,
+            starting_after: str | None) -> Page:
+    """A payment's refunds (404 for an unknown payment), newest first."""
+    reader.run(lambda s: scope.get(s, Payment, payment_id))
+    return _page(reader, scope, Refund, render.refund, limit, starting_after,
+                 {"payment_id": payment_id})
 
 
 def plan(reader: Reader, scope: Scope, plan_id: str) -> Json:

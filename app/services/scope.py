@@ -23,10 +23,12 @@ class Scope:
     livemode: bool
 
     def query(self, model: type[T]) -> Select[T]:
-        """SELECT of `model` confined to this tenant and mode."""
-        return select(model).where(
+        """SELECT of `model` confined to this tenant and mode; deleted objects are gone."""
+        query = select(model).where(
             model.tenant_id == self.tenant_id, model.livemode == self.livemode
         )
+        deleted_at = getattr(model, "deleted_at", None)  # customers, payment methods
+        return query if deleted_at is None else query.where(deleted_at.is_(None))
 
     def get(self, session: Session, model: type[T], object_id: str, *, lock: bool = False) -> T:
         """The object with this id in scope, or NotFound (the same for other tenants' ids)."""

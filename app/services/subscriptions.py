@@ -10,7 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.billing import periods, proration
-from app.billing.subscription_state import Event, InvalidTransition, Status, initial_status
+from app.billing.subscription_state import (
+    TERMINAL_STATUSES,
+    Event,
+    InvalidTransition,
+    Status,
+    initial_status,
+)
 from app.billing.subscription_state import transition as move
 from app.events import outbox
 from app.ids import new_id
@@ -24,7 +30,7 @@ from app.models import (
     Subscription,
 )
 from app.models.uow import UnitOfWork
-from app.services import billing_cycle
+from app.services import billing_cycle, metadata
 from app.services.clocks import now_for
 from app.services.errors import Conflict, Invalid
 from app.services.scope import Scope
@@ -46,7 +52,7 @@ def create_subscription(
 ) -> Subscription:
     """Subscribe a customer: a trial, or the first period charged at once."""
     session = uow.session
-    customer = scope.get(session, Customer, customer_id)
+    customer = scope.get(session, Customer, customer_id, lock=True)  # not being deleted
     plan = _active_plan(session, scope, plan_id)
     method = scope.get(session, PaymentMethod, payment_method_id)
     if method.customer_id != customer_id:
@@ -78,6 +84,68 @@ def create_subscription(
         _charge_now(uow, sub, plan, now, enqueue)
     billing_cycle.schedule(sub)
     return sub
+
+
+def update(
+    uow: UnitOfWork, scope: Scope, sub_id: str, *, payment_method_id: str | None,
+    metadata_changes: dict[str, str],
+) -> Subscription:
+    """Pay with another of the customer's methods from now on (the renewals, and the
+    remaining dunning retries of the payment in dunning); metadata merged."""
+    session = uow.session
+    sub = scope.get(session, Subscription, sub_id, lock=True)
+    if sub.status in TERMINAL_STATUSES:
+        raise Conflict(f"This subscription is {sub.status.value}; it cannot be updated.",
+                       code="subscription_ended")
+    if payment_method_id is not None:
+        method = session.scalar(
+            scope.query(PaymentMethod).where(PaymentMethod.id == payment_method_id)
+        )
+        if method is None or method.customer_id != sub.customer_id:
+            raise Invalid("payment_method_id",
+                          "This payment method does not belong to the subscription's customer.")
+        sub.payment_method_id = method.id
+        in_dunning = _in_dunning(session, sub)
+        if in_dunning is not None:
+            in_dunning.payment_method_id = method.id
+    sub.metadata_ = metadata.merged(sub.metadata_, metadata_changes)
+    outbox.record_subscription(session, "subscription.updated", sub)
+    return sub
+
+
+def retry_payment(uow: UnitOfWork, scope: Scope, enqueue: Enqueue, payment_id: str) -> Payment:
+    """Charge a payment in dunning again now, with its subscription's current method.
+
+    It counts as the next scheduled retry: its failure is dated at that retry's time
+    (`retry_at`), so the schedule goes on from there, or gives up after the last one.
+    """
+    session = uow.session
+    found = scope.get(session, Payment, payment_id)
+    sub = (session.get(Subscription, found.subscription_id, with_for_update=True)
+           if found.subscription_id else None)  # locks: the subscription, then the payment
+    payment = _in_dunning(session, sub) if sub is not None else None
+    if sub is None or payment is None or payment.id != found.id:
+        raise Conflict(
+            "Only the payment in dunning of a past_due subscription, waiting for its next "
+            f"retry, can be retried now; this one is {found.status.value}.",
+            code="payment_not_retryable",
+        )
+    payment.status = PaymentStatus.PENDING
+    payment.payment_method_id = sub.payment_method_id
+    sub.next_event_at = None  # the retry's outcome reschedules (on_payment_settled)
+    uow.after_commit(lambda: enqueue("charge_payment", payment.id))
+    return payment
+
+
+def _in_dunning(session: Session, sub: Subscription) -> Payment | None:
+    """The payment a past_due subscription's next dunning retry will charge (locked), if
+    it is waiting for it (not being charged right now)."""
+    if sub.status is not Status.PAST_DUE or sub.latest_payment_id is None:
+        return None
+    payment = session.get_one(Payment, sub.latest_payment_id, with_for_update=True,
+                              populate_existing=True)
+    waiting = payment.status is PaymentStatus.FAILED and payment.purpose is PaymentPurpose.CYCLE
+    return payment if waiting else None
 
 
 def cancel(uow: UnitOfWork, scope: Scope, sub_id: str, *, at_period_end: bool) -> Subscription:

@@ -67,6 +67,9 @@ def test_every_event_type_arrives_keyed_in_order_and_valid(
     for event_type, status in SUBSCRIPTION_TYPES:
         obj = subscription_object(customer["id"], status, id=subscription_id)
         record(container, event_type, obj, api.tenant_id)
+    api.ok(api.post(f"/customers/{customer['id']}", {"metadata": {"tier": "gold"}}), 200)
+    api.payment_method(customer["id"])
+    api.ok(api.request("DELETE", f"/customers/{customer['id']}"), 200)
 
     expected = outbox_order(container, api.tenant_id)
     all_ids = {event_id for ids in expected.values() for event_id in ids}
@@ -75,12 +78,16 @@ def test_every_event_type_arrives_keyed_in_order_and_valid(
     types = {m.event["type"] for m in messages}
     assert types == {"payment.created", "payment.succeeded", "payment.failed",
                      "payment.requires_action", "payment.refunded",
-                     *(t for t, _ in SUBSCRIPTION_TYPES)}
+                     *(t for t, _ in SUBSCRIPTION_TYPES), "customer.updated",
+                     "payment_method.detached", "customer.deleted"}
+    topics = {"payment": "billing.payments", "subscription": "billing.subscriptions",
+              "customer": "billing.customers", "payment_method": "billing.customers"}
     for message in messages:
         assert_valid(message.event)
-        assert message.key == message.event["data"]["object"]["id"]
+        obj = message.event["data"]["object"]
         kind = message.event["type"].split(".")[0]
-        assert message.topic == f"billing.{kind}s"
+        assert message.key == (obj["customer_id"] if kind == "payment_method" else obj["id"])
+        assert message.topic == topics[kind]
         assert message.event["tenant_id"] == api.tenant_id
     assert per_key(first_occurrences(messages)) == expected
     assert {failed["id"], action["id"], subscription_id} <= set(expected)

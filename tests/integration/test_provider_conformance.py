@@ -198,3 +198,8 @@ def test_the_sandbox_refuses_live_mode_on_every_path(container: Container) -> No
             call()
     assert isinstance(sandbox, SandboxProvider)
     assert sandbox.charge_count(payment_id) == 0
+
+
+def test_detaching_what_the_provider_does_not_hold_is_already_done(case: Case) -> None:
+    case.adapter.detach(case.tokens["unknown"], livemode=False)
+    case.adapter.detach(case.tokens["unknown"], livemode=False)

@@ -106,6 +106,7 @@ class PayPalSim(SimServer):
         self._transmissions: dict[str, tuple[int, Any]] = {}  # id -> (crc32 of body, event)
         self._signing_key = secrets.token_bytes(32)
         self._idempotency: dict[tuple[str, str], _Stored] = {}
+        self.deleted_tokens: set[tuple[str, str]] = set()  # (client id, vault id)
 
     # -- test helpers --------------------------------------------------------------------
 
@@ -245,8 +246,15 @@ class PayPalSim(SimServer):
     def _route(self, client_id: str, seen: Seen, body: Any) -> Reply:
         parts = seen.path.rstrip("/").split("/")[1:]
         method = seen.method
-        if method == "GET" and parts[:3] == ["v3", "vault", "payment-tokens"] and len(parts) == 4:
-            return self._vault_token(parts[3])
+        if parts[:3] == ["v3", "vault", "payment-tokens"] and len(parts) == 4:
+            if parts[3] not in VAULT or (client_id, parts[3]) in self.deleted_tokens:
+                return problem(404, "RESOURCE_NOT_FOUND", "The specified resource does not "
+                               "exist.", "INVALID_RESOURCE_ID")
+            if method == "DELETE":
+                self.deleted_tokens.add((client_id, parts[3]))
+                return Reply(204, None)
+            if method == "GET":
+                return self._vault_token(parts[3])
         if method == "POST" and parts == ["v2", "checkout", "orders"]:
             return self._create_order(client_id, body, seen.headers.get("prefer", ""))
         if parts[:3] == ["v2", "checkout", "orders"] and len(parts) >= 4:
@@ -266,9 +274,6 @@ class PayPalSim(SimServer):
         return problem(404, "NOT_FOUND", "The specified resource does not exist.")
 
     def _vault_token(self, token: str) -> Reply:
-        if token not in VAULT:
-            return problem(404, "RESOURCE_NOT_FOUND", "The specified resource does not exist.",
-                           "INVALID_RESOURCE_ID")
         return Reply(200, {
             "id": token, "customer": {"id": "customer_" + token},
             "payment_source": {"paypal": {"email_address": f"{token}@example.com",
@@ -319,7 +324,7 @@ class PayPalSim(SimServer):
             if initiator not in (None, "CUSTOMER", "MERCHANT"):
                 return problem(400, "INVALID_REQUEST", "Request is not well-formed.",
                                "INVALID_PARAMETER_VALUE")
-            if vault_id not in VAULT:
+            if vault_id not in VAULT or (client_id, vault_id) in self.deleted_tokens:
                 return unprocessable("INVALID_RESOURCE_ID")
             outcome = VAULT[vault_id]
             if outcome == "PAYER_ACTION":

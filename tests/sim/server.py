@@ -40,7 +40,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
     def payload(self) -> bytes:
-        return json.dumps(self.body).encode()
+        return b"" if self.status == 204 else json.dumps(self.body).encode()
 
 
 @dataclass

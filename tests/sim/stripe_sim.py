@@ -126,6 +126,10 @@ class StripeSim(SimServer):
             self._behaviour[pm_id] = behaviour
         return pm_id
 
+    def is_attached(self, pm_id: str) -> bool:
+        with self.lock:
+            return pm_id in self.payment_methods
+
     def charges_for(self, payment_id: str) -> list[dict[str, Any]]:
         """The successful charges whose PaymentIntent carries our payment id."""
         with self.lock:
@@ -210,6 +214,8 @@ class StripeSim(SimServer):
         parts = path.split("/")[2:]  # after /v1
         if method == "GET" and parts[:1] == ["payment_methods"] and len(parts) == 2:
             return self._get_pm(key, parts[1])
+        if method == "POST" and parts[:1] == ["payment_methods"] and parts[2:] == ["detach"]:
+            return self._detach_pm(key, parts[1])
         if method == "POST" and parts == ["payment_intents"]:
             return self._create_intent(key, params)
         if method == "GET" and parts == ["payment_intents", "search"]:
@@ -254,6 +260,18 @@ class StripeSim(SimServer):
         if found is None:
             return _missing("payment_method", pm_id, "PaymentMethod")
         return self._ok(found)
+
+    def _detach_pm(self, key: str, pm_id: str) -> Reply:
+        """Detached from its customer, a PaymentMethod can never be used again."""
+        found = self._find_pm(key, pm_id)
+        if found is None:
+            return _missing("payment_method", pm_id, "PaymentMethod")
+        if not found["customer"]:
+            return error(400, "invalid_request_error",
+                         "The payment method you provided is not attached to a customer so "
+                         "detachment is impossible.", code="payment_method_unexpected_state")
+        self.payment_methods.pop(pm_id)
+        return self._ok({**found, "customer": None})
 
     def _create_intent(self, key: str, params: dict[str, Any]) -> Reply:
         try:

@@ -98,8 +98,17 @@ def test_payment(
 
 
 @FEW
-@given(st.sampled_from(RefundStatus), st.integers(1, 99_999_999))
-def test_refund(status: RefundStatus, amount: int) -> None:
+@given(st.sampled_from(RefundStatus), st.integers(1, 99_999_999), times)
+def test_refund(status: RefundStatus, amount: int, created: datetime) -> None:
     refund = Refund(id="re_1", tenant_id="ten_1", livemode=False, payment_id="pay_1",
-                    amount=amount, status=status)
+                    amount=amount, status=status, created_at=created)
     documented(render.refund(refund), schemas.Refund)
+
+
+def test_deleted() -> None:
+    customer = Customer(id="cus_1", tenant_id="ten_1", livemode=False)
+    method = PaymentMethod(id="pm_1", tenant_id="ten_1", livemode=False, customer_id="cus_1")
+    for obj, kind in ((customer, "customer"), (method, "payment_method")):
+        output = render.deleted(obj)
+        documented(output, schemas.Deleted)
+        assert output == {"id": obj.id, "object": kind, "deleted": True}
