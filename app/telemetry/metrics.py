@@ -232,8 +232,9 @@ def _flush(state: _State) -> None:
             continue
         try:
             fn()
-        except Exception:  # a failed sample must not stop the other metrics
-            log.exception("metrics sampler %s failed", getattr(fn, "__name__", fn))
+        except Exception as exc:  # noqa: BLE001 - a failed sample (database down) is logged
+            name = getattr(fn, "__qualname__", repr(fn))  # and must not stop the other metrics
+            log.warning("metrics sampler failed", extra={"sampler": name, "error": str(exc)})
     with state.lock:
         values: dict[emf.Series, float | list[float]] = {
             **state.counters, **state.gauges,
