@@ -1,5 +1,6 @@
-"""Operator commands under `flask --app wsgi`: `tenants create NAME --json`, `db upgrade`,
-and `providers set|list|remove|failover` (a tenant's Stripe / PayPal credentials)."""
+"""Operator commands under `flask --app wsgi`: `tenants create NAME --json`,
+`keys create|list|revoke` (a tenant's API keys), `db upgrade`, and
+`providers set|list|remove|failover` (a tenant's Stripe / PayPal credentials)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from app.bootstrap import Container
 from app.models import Tenant
 from app.models.database import ensure_database, migrate
 from app.providers.credentials import FIELDS
+from app.render import timestamp
 from app.services.failover import set_failover
-from app.services.tenants import create_tenant
+from app.services.tenants import create_key, create_tenant, list_keys, revoke_key
 
 
 def _container() -> Container:
@@ -43,6 +45,68 @@ def create(name: str, rate_limit: str | None, as_json: bool) -> None:
     else:
         for label, value in result.items():
             click.echo(f"{label}: {value}")
+
+
+@click.group(cls=AppGroup)
+def keys() -> None:
+    """A tenant's API keys: several per mode, so a key is rotated without downtime (create
+    the new one, deploy it, revoke the old one)."""
+
+
+@keys.command("create")
+@click.argument("tenant_id")
+@click.option("--mode", type=click.Choice(["test", "live"]), required=True,
+              help="Test or live key.")
+@click.option("--json", "as_json", is_flag=True, help="Print the key as JSON.")
+def create_api_key(tenant_id: str, mode: str, as_json: bool) -> None:
+    """Create a key; prints it (the secret is shown only this once)."""
+    with _container().uow() as uow:
+        try:
+            key, raw = create_key(uow, tenant_id, livemode=mode == "live")
+        except LookupError as exc:
+            raise click.BadParameter(str(exc), param_hint="TENANT_ID") from None
+        result = {"id": key.id, "tenant_id": key.tenant_id, "livemode": key.livemode,
+                  "key": raw, "created_at": timestamp(key.created_at)}
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for label, value in result.items():
+            click.echo(f"{label}: {value}")
+
+
+@keys.command("list")
+@click.argument("tenant_id")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def list_api_keys(tenant_id: str, as_json: bool) -> None:
+    """The tenant's keys, revoked ones too: id, mode, first 12 characters, dates."""
+    with _container().uow() as uow:
+        try:
+            found = [{"id": k.id, "livemode": k.livemode, "prefix": k.prefix,
+                      "created_at": timestamp(k.created_at), "revoked_at": timestamp(k.revoked_at)}
+                     for k in list_keys(uow, tenant_id)]
+        except LookupError as exc:
+            raise click.BadParameter(str(exc), param_hint="TENANT_ID") from None
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    for k in found:
+        mode = "live" if k["livemode"] else "test"
+        revoked = f"revoked {k['revoked_at']}" if k["revoked_at"] else "active"
+        click.echo(f"{k['id']}  {mode}  {k['prefix'] or '?'}…  created {k['created_at']}  "
+                   f"{revoked}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def revoke_api_key(key_id: str) -> None:
+    """Revoke a key: every API process answers it 401 within 2 seconds."""
+    with _container().uow() as uow:
+        try:
+            key = revoke_key(uow, key_id)
+        except LookupError as exc:
+            raise click.BadParameter(str(exc), param_hint="KEY_ID") from None
+        revoked_at = timestamp(key.revoked_at)
+    click.echo(f"{key_id} revoked at {revoked_at}")
 
 
 @click.group()
@@ -129,4 +193,4 @@ def failover(tenant_id: str, provider: str) -> None:
     click.echo(f"failover of {tenant_id}: {provider}")
 
 
-COMMANDS = (tenants, db, providers)
+COMMANDS = (tenants, keys, db, providers)

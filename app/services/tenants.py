@@ -8,10 +8,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from app.clock import utcnow
 from app.ids import new_id
 from app.models import ApiKey, Tenant
 from app.models.uow import UnitOfWork
 from app.services.scope import Scope
+
+#: How much of a key `keys list` shows, to tell keys apart: "sk_test_" and 4 characters.
+KEY_PREFIX_LENGTH = 12
 
 
 @dataclass(frozen=True)
@@ -40,15 +44,50 @@ def create_tenant(uow: UnitOfWork, name: str, rate_limit: str | None = None) -> 
     tenant = Tenant(id=new_id("ten"), name=name, rate_limit=rate_limit)
     uow.session.add(tenant)
     uow.session.flush()
-    keys = {}
-    for livemode, prefix in ((False, "sk_test_"), (True, "sk_live_")):
-        raw = prefix + secrets.token_urlsafe(32)
-        uow.session.add(
-            ApiKey(id=new_id("key"), tenant_id=tenant.id, key_hash=hash_key(raw), livemode=livemode)
-        )
-        keys[livemode] = raw
+    keys = {livemode: _add_key(uow, tenant.id, livemode)[1] for livemode in (False, True)}
     uow.commit()
     return NewTenant(tenant_id=tenant.id, test_key=keys[False], live_key=keys[True])
+
+
+def create_key(uow: UnitOfWork, tenant_id: str, *, livemode: bool) -> tuple[ApiKey, str]:
+    """Another key of the tenant in one mode (a rotation's new key): the row and the raw key,
+    shown only here. LookupError when there is no such tenant."""
+    if uow.session.get(Tenant, tenant_id) is None:
+        raise LookupError(f"no tenant {tenant_id}")
+    key, raw = _add_key(uow, tenant_id, livemode)
+    uow.commit()
+    return key, raw
+
+
+def list_keys(uow: UnitOfWork, tenant_id: str) -> list[ApiKey]:
+    """The tenant's keys, revoked ones included, oldest first; LookupError for no tenant."""
+    if uow.session.get(Tenant, tenant_id) is None:
+        raise LookupError(f"no tenant {tenant_id}")
+    return list(uow.session.scalars(
+        select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at, ApiKey.id)
+    ))
+
+
+def revoke_key(uow: UnitOfWork, key_id: str) -> ApiKey:
+    """Revoke a key for good (revoking it again changes nothing); LookupError for no key.
+
+    The caller invalidates the key's cache entry after this commits.
+    """
+    key = uow.session.get(ApiKey, key_id, with_for_update=True)
+    if key is None:
+        raise LookupError(f"no API key {key_id}")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+    uow.commit()
+    return key
+
+
+def _add_key(uow: UnitOfWork, tenant_id: str, livemode: bool) -> tuple[ApiKey, str]:
+    raw = ("sk_live_" if livemode else "sk_test_") + secrets.token_urlsafe(32)
+    key = ApiKey(id=new_id("key"), tenant_id=tenant_id, key_hash=hash_key(raw),
+                 livemode=livemode, prefix=raw[:KEY_PREFIX_LENGTH], created_at=utcnow())
+    uow.session.add(key)
+    return key, raw
 
 
 def authenticate(uow: UnitOfWork, raw_key: str) -> Caller | None:

@@ -56,3 +56,64 @@ def test_tenants_create_prints_working_keys_that_are_stored_only_as_hashes(
         secret = printed[key].split("_", 2)[2]
         assert secret not in everything
 
+
+
+def _cli(app: Flask, *args: str) -> str:
+    """Run `flask --app wsgi <args>` in-process; its output, which must be a success."""
+    result = app.test_cli_runner().invoke(args=list(args))
+    assert result.exit_code == 0, (result.output, result.exception)
+    return str(result.output)
+
+
+def test_keys_create_list_revoke_as_the_contract_prints_them(app: Flask) -> None:
+    api = Api.for_new_tenant(app)
+    output = _cli(app, "keys", "create", api.tenant_id, "--mode", "test", "--json")
+    created = json.loads(output)
+    assert output.strip() == json.dumps(created)
+    assert list(created) == ["id", "tenant_id", "livemode", "key", "created_at"]
+    assert (created["tenant_id"], created["livemode"]) == (api.tenant_id, False)
+    assert re.fullmatch(r"key_[0-9a-z]{26}", created["id"])
+    assert re.fullmatch(r"sk_test_[\w-]{20,}", created["key"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", created["created_at"])
+    live = json.loads(_cli(app, "keys", "create", api.tenant_id, "--mode", "live", "--json"))
+    assert live["key"].startswith("sk_live_") and live["livemode"] is True
+
+    # Several keys per mode, each working in its own mode.
+    old, new = api.test_key, created["key"]
+    customer = api.customer()
+    assert api.ok(api.get(f"/customers/{customer['id']}", key=new), 200) == customer
+    assert api.customer(key=live["key"])["livemode"] is True
+
+    listed = json.loads(_cli(app, "keys", "list", api.tenant_id, "--json"))
+    assert [list(k) for k in listed] == [["id", "livemode", "prefix", "created_at",
+                                          "revoked_at"]] * 4
+    mine = {k["id"]: k for k in listed}
+    assert mine[created["id"]]["prefix"] == new[:12]
+    assert mine[live["id"]]["prefix"] == live["key"][:12]
+    assert all(k["revoked_at"] is None for k in listed)
+    shown = _cli(app, "keys", "list", api.tenant_id)
+    for raw in (old, new, live["key"]):
+        assert raw[12:] not in shown and raw[12:] not in json.dumps(listed)
+
+    # Rotation: the new key deployed, the old one revoked.
+    [old_id] = [k["id"] for k in listed if not k["livemode"] and k["id"] != created["id"]]
+    assert _cli(app, "keys", "revoke", old_id).startswith(f"{old_id} revoked at ")
+    response = api.get(f"/customers/{customer['id']}", key=old)
+    assert response.status_code == 401, response.get_data(as_text=True)
+    assert api.ok(api.get(f"/customers/{customer['id']}", key=new), 200) == customer
+    first = {k["id"]: k for k in json.loads(_cli(app, "keys", "list", api.tenant_id,
+                                                 "--json"))}[old_id]["revoked_at"]
+    assert first is not None
+    _cli(app, "keys", "revoke", old_id)  # again: nothing changes
+    again = {k["id"]: k for k in json.loads(_cli(app, "keys", "list", api.tenant_id,
+                                                 "--json"))}[old_id]["revoked_at"]
+    assert again == first
+
+
+def test_keys_commands_refuse_unknown_tenants_and_keys(app: Flask) -> None:
+    runner = app.test_cli_runner()
+    for args in (["keys", "create", "ten_missing", "--mode", "test"],
+                 ["keys", "list", "ten_missing"], ["keys", "revoke", "key_missing"],
+                 ["keys", "create", "ten_missing", "--mode", "staging"]):
+        result = runner.invoke(args=args)
+        assert result.exit_code == 2, (args, result.output)
