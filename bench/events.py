@@ -107,7 +107,7 @@ class Consumer:
         self.consumer.close()
 
 
-def steady_load(uows: Any, rate: int, seconds: float) -> dict[str, float]:
+def steady_load(uows: Any, rate: int, seconds: float, tenant_id: str = TENANT) -> dict[str, float]:
     """Write `rate` events/s for `seconds` (25 per transaction); event id -> commit time."""
     committed: dict[str, float] = {}
     per_txn = 25
@@ -121,7 +121,7 @@ def steady_load(uows: Any, rate: int, seconds: float) -> dict[str, float]:
                     uow.session,
                     "payment.succeeded",
                     payment_object(),
-                    tenant_id=TENANT,
+                    tenant_id=tenant_id,
                     livemode=False,
                 )
                 for _ in range(per_txn)

@@ -2,7 +2,8 @@
 
 One row per (endpoint, event), unique, so an event read twice (a dispatcher killed before it
 committed its Kafka offsets) is recorded once. The `deliver_webhooks(endpoint_id)` actor
-sends an endpoint's due deliveries one after another, holding one of the endpoint's few
+sends an endpoint's due deliveries in claimed batches, one after another on one kept-alive
+connection, holding one of the endpoint's few
 sending slots (`Gate`): a slow or dead endpoint ties up at most that many worker threads
 and delays only its own deliveries. Each try is signed anew (Standard Webhooks) with the
 same `webhook-id`, the event's id. A try that is not a 2xx is retried on the contract's
@@ -30,7 +31,7 @@ from app.models.uow import UnitOfWork, UnitOfWorkFactory
 from app.providers.credentials import Sealer
 from app.webhooks import signing
 from app.webhooks.gate import Gate
-from app.webhooks.sender import Answer, Unresolvable, UrlNotAllowed, post, resolve
+from app.webhooks.sender import Answer, Connection, Unresolvable, UrlNotAllowed, resolve
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +40,15 @@ RETRY_SCHEDULE = (5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200, 86400)
 #: How long a sender holds a delivery it is trying (more than one try's timeout).
 LEASE = timedelta(seconds=30)
 
+#: Deliveries one sender claims at once (sent one after another on one connection).
+BATCH = 50
+
 _CLAIM = text(
     "UPDATE webhook_deliveries SET lease_until = now() + make_interval(secs => :lease)"
-    " WHERE id = (SELECT id FROM webhook_deliveries"
+    " WHERE id IN (SELECT id FROM webhook_deliveries"
     "  WHERE endpoint_id = :endpoint AND status = 'pending' AND next_attempt_at <= now()"
     "  AND (lease_until IS NULL OR lease_until < now())"
-    "  ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+    "  ORDER BY next_attempt_at, id LIMIT :limit FOR UPDATE SKIP LOCKED)"
     " RETURNING id, event_id, payload, attempts"
 )
 
@@ -99,7 +103,8 @@ def send_due(
     allow_private: bool,
     budget_seconds: float,
 ) -> tuple[bool, list[float]]:
-    """Send the endpoint's due deliveries, one at a time, for up to `budget_seconds`.
+    """Send the endpoint's due deliveries, a claimed batch at a time, for up to
+    `budget_seconds`.
 
     Returns (more may be due now, the delays of the retries it scheduled). Does nothing when
     the endpoint already has its share of senders: those go on until none is due.
@@ -107,78 +112,98 @@ def send_due(
     token = gate.enter(endpoint_id)
     if token is None:
         return False, []
-    with uows() as uow:
-        endpoint = uow.session.execute(
-            select(WebhookEndpoint.url, WebhookEndpoint.secret_sealed)
-            .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.deleted_at.is_(None))
-        ).first()
-    if endpoint is None:
-        gate.leave(endpoint_id, token)
-        return False, []
     retries: list[float] = []
     try:
+        with uows() as uow:
+            endpoint = uow.session.execute(
+                select(WebhookEndpoint.url, WebhookEndpoint.secret_sealed)
+                .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.deleted_at.is_(None))
+            ).first()
+        if endpoint is None:
+            return False, []
         secret = sealer.open(endpoint.secret_sealed)["secret"]
         deadline = time.monotonic() + budget_seconds
         while time.monotonic() < deadline:
             claimed = _claim(uows, endpoint_id)
-            if claimed is None:
+            if not claimed:
                 return False, retries
-            answer = _try(endpoint.url, secret, claimed, allow_private=allow_private)
-            delay = _settle(uows, claimed, answer)
-            if delay is not None:
-                retries.append(delay)
+            answers = _send(endpoint.url, secret, claimed, allow_private=allow_private)
+            retries += _settle(uows, claimed, answers)
             gate.renew(endpoint_id, token)
         return True, retries
     finally:
         gate.leave(endpoint_id, token)
 
 
-def _claim(uows: UnitOfWorkFactory, endpoint_id: str) -> Claimed | None:
+def _claim(uows: UnitOfWorkFactory, endpoint_id: str) -> list[Claimed]:
     with uows() as uow:
-        row = uow.session.execute(
-            _CLAIM, {"endpoint": endpoint_id, "lease": LEASE.total_seconds()}).first()
+        rows = uow.session.execute(_CLAIM, {"endpoint": endpoint_id, "limit": BATCH,
+                                            "lease": LEASE.total_seconds()}).all()
         uow.commit()
-    return Claimed(row.id, row.event_id, row.payload, row.attempts) if row else None
+    return sorted((Claimed(r.id, r.event_id, r.payload, r.attempts) for r in rows),
+                  key=lambda c: c.id)
 
 
-def _try(url: str, secret: str, claimed: Claimed, *, allow_private: bool) -> Answer:
+def _send(url: str, secret: str, claimed: Sequence[Claimed], *,
+          allow_private: bool) -> dict[str, Answer]:
+    """Try the claimed deliveries in turn while their lease is young; the answers by id (the
+    ones not tried are released untouched)."""
     try:
         target = resolve(url, allow_private=allow_private)
     except UrlNotAllowed as exc:
-        log.warning("webhook URL refused", extra={"delivery_id": claimed.id, "error": str(exc)})
-        return Answer(None, "url_not_allowed")
+        log.warning("webhook URL refused", extra={"endpoint_url": url, "error": str(exc)})
+        return {c.id: Answer(None, "url_not_allowed") for c in claimed}
     except Unresolvable:
-        return Answer(None, "host_unresolvable")
-    body = claimed.payload.encode()
-    headers = signing.headers(secret, claimed.event_id, int(time.time()), body)
-    return post(target, body, headers)
+        return {c.id: Answer(None, "host_unresolvable") for c in claimed}
+    answers: dict[str, Answer] = {}
+    connection = Connection(target)
+    started = time.monotonic()
+    try:
+        for delivery in claimed:
+            if time.monotonic() - started > LEASE.total_seconds() / 2:
+                break  # a slow endpoint: leave the rest to the next claim, well inside the lease
+            body = delivery.payload.encode()
+            headers = signing.headers(secret, delivery.event_id, int(time.time()), body)
+            answers[delivery.id] = connection.post(body, headers)
+    finally:
+        connection.close()
+    return answers
 
 
-def _settle(uows: UnitOfWorkFactory, claimed: Claimed, answer: Answer) -> float | None:
-    """Record one try; the delay to the next one, if one is due later."""
-    attempts = claimed.attempts + 1
+def _settle(uows: UnitOfWorkFactory, claimed: Sequence[Claimed],
+            answers: dict[str, Answer]) -> list[float]:
+    """Record the tries in one transaction; the delays to the retries they scheduled."""
     now = utcnow()
-    delay: float | None = None
-    if answer.delivered:
-        status, next_at = "succeeded", None
-    elif attempts > len(RETRY_SCHEDULE):
-        status, next_at = "failed", None
-    else:
-        delay = float(RETRY_SCHEDULE[attempts - 1])
-        status, next_at = "pending", now + timedelta(seconds=delay)
-    if not answer.delivered:
-        log.info("webhook try failed", extra={"delivery_id": claimed.id, "attempt": attempts,
-                                              "status_code": answer.status,
-                                              "error": answer.error})
+    tried, delays = [], []
+    for delivery in claimed:
+        answer = answers.get(delivery.id)
+        if answer is None:
+            continue
+        attempts = delivery.attempts + 1
+        next_at = None
+        if answer.delivered:
+            status = "succeeded"
+        elif attempts > len(RETRY_SCHEDULE):
+            status = "failed"
+        else:
+            delays.append(float(RETRY_SCHEDULE[attempts - 1]))
+            status, next_at = "pending", now + timedelta(seconds=delays[-1])
+        if not answer.delivered:
+            log.info("webhook try failed", extra={
+                "delivery_id": delivery.id, "attempt": attempts,
+                "status_code": answer.status, "error": answer.error})
+        tried.append({"id": delivery.id, "status": status, "attempts": attempts,
+                      "last_status_code": answer.status, "next_attempt_at": next_at,
+                      "lease_until": None, "updated_at": now})
+    untried = [d.id for d in claimed if d.id not in answers]
     with uows() as uow:
-        uow.session.execute(
-            update(WebhookDelivery)
-            .where(WebhookDelivery.id == claimed.id)
-            .values(status=status, attempts=attempts, last_status_code=answer.status,
-                    next_attempt_at=next_at, lease_until=None, updated_at=now)
-        )
+        if tried:
+            uow.session.execute(update(WebhookDelivery), tried)
+        if untried:
+            uow.session.execute(update(WebhookDelivery)
+                                .where(WebhookDelivery.id.in_(untried)).values(lease_until=None))
         uow.commit()
-    return delay
+    return delays
 
 
 def forgotten(session: Session, *, stale_seconds: int, limit: int) -> list[str]:

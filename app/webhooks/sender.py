@@ -103,26 +103,50 @@ def public(address: Address) -> bool:
     return address.is_global and not address.is_multicast and address not in _METADATA
 
 
-def post(target: Target, body: bytes, headers: dict[str, str]) -> Answer:
-    """One try: POST `body` to the target; never follows a redirect, never reads much."""
-    deadline = time.monotonic() + TIMEOUT_SECONDS
-    connection = _Pinned(target, TIMEOUT_SECONDS)
-    try:
-        connection.request("POST", target.path, body=body, headers={
-            "Host": target.host if target.port in (80, 443) else f"{target.host}:{target.port}",
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            **headers,
-        })
-        if connection.sock is not None:
-            connection.sock.settimeout(max(deadline - time.monotonic(), 0.001))
-        response = connection.getresponse()
-        response.read(MAX_RESPONSE_BYTES)
-        return Answer(response.status)
-    except (OSError, http.client.HTTPException) as exc:
-        return Answer(None, type(exc).__name__)
-    finally:
-        connection.close()
+class Connection:
+    """POSTs to one checked target over one kept-alive connection, reopened when needed."""
+
+    def __init__(self, target: Target) -> None:
+        self._target = target
+        self._http = _Pinned(target, TIMEOUT_SECONDS)
+
+    def post(self, body: bytes, headers: dict[str, str]) -> Answer:
+        """One try: never follows a redirect, never reads much, bounded in time."""
+        reused = self._http.sock is not None
+        answer = self._post(body, headers)
+        if reused and answer.error in _STALE:  # the server had closed the idle connection
+            answer = self._post(body, headers)
+        return answer
+
+    def _post(self, body: bytes, headers: dict[str, str]) -> Answer:
+        target = self._target
+        deadline = time.monotonic() + TIMEOUT_SECONDS
+        try:
+            self._http.request("POST", target.path, body=body, headers={
+                "Host": target.host if target.port in (80, 443) else f"{target.host}:{target.port}",
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+                **headers,
+            })
+            if self._http.sock is not None:
+                self._http.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            response = self._http.getresponse()
+            response.read(MAX_RESPONSE_BYTES)
+            if not response.isclosed():  # more than we read: do not reuse the connection
+                self._http.close()
+            return Answer(response.status)
+        except (OSError, http.client.HTTPException) as exc:
+            self._http.close()
+            return Answer(None, type(exc).__name__)
+        finally:
+            if self._http.sock is not None:
+                self._http.sock.settimeout(TIMEOUT_SECONDS)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+_STALE = {"RemoteDisconnected", "ConnectionResetError", "BrokenPipeError"}
 
 
 class _Pinned(http.client.HTTPSConnection):
