@@ -49,12 +49,13 @@ class Container:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.config.redis_url, socket_timeout=5)
+        return redis.Redis.from_url(self.config.redis_url, socket_timeout=5,
+                                    **redis_options(self.config))
 
     @cached_property
     def broker(self) -> RedisBroker:
         broker = RedisBroker(  # type: ignore[no-untyped-call]
-            url=self.config.redis_url,
+            client=redis.Redis.from_url(self.config.redis_url, **redis_options(self.config)),
             namespace=f"{self.config.redis_namespace}-dramatiq",
             heartbeat_timeout=self.config.dramatiq_heartbeat_timeout_ms,
         )
@@ -101,6 +102,19 @@ class Container:
             self.broker.enqueue(message, delay=delay_ms)
         except redis.RedisError:
             log.warning("enqueue failed; reconciliation will retry", extra={"actor": actor_name})
+
+
+def redis_options(config: Config) -> dict[str, Any]:
+    """What every Redis client (broker, rate limiter, caches) needs beyond REDIS_URL: the CA
+    that a rediss:// server's certificate must chain to (else the system's CAs).
+
+    A CA with a redis:// URL raises: the setting would be ignored and the traffic clear text.
+    """
+    if not config.redis_ssl_cafile:
+        return {}
+    if not config.redis_url.startswith("rediss://"):
+        raise ValueError("REDIS_SSL_CAFILE set, but REDIS_URL is not rediss://")
+    return {"ssl_ca_certs": config.redis_ssl_cafile}
 
 
 def build(config: Config | None = None) -> Container:

@@ -16,6 +16,7 @@ class Config:
 
     database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/subscription_engine"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_ssl_cafile: str = ""
     redis_namespace: str = "se"
     kafka_bootstrap_servers: str = ""
     log_level: str = "INFO"

@@ -50,7 +50,7 @@ def create_app(config: Config | None = None) -> Flask:
     errors.register(app)
     init_metrics(app)
     app.before_request(auth.authenticate_request)  # before the limiter, which keys on the caller
-    init_limiter(app, container.config.redis_url, container.config.redis_namespace)
+    init_limiter(app, container.config)
     app.teardown_request(close_uow)
     app.register_blueprint(ops.blueprint)
     for api in APIS:

@@ -8,6 +8,8 @@ from flask import Flask, Response, g
 from flask_limiter import HeaderNames, Limiter
 
 from app.api import context
+from app.bootstrap import redis_options
+from app.config import Config
 
 
 def _key() -> str:
@@ -19,13 +21,14 @@ def _limit() -> str:
     return own or context.container().config.default_rate_limit
 
 
-def init_limiter(app: Flask, storage_uri: str, namespace: str) -> Limiter:
+def init_limiter(app: Flask, config: Config) -> Limiter:
     """Limit every authenticated request; answers 429 with Retry-After and RateLimit-*."""
     limiter = Limiter(
         key_func=_key,
         application_limits=[_limit],
         application_limits_exempt_when=lambda: "caller" not in g,
-        storage_uri=storage_uri,
+        storage_uri=config.redis_url,
+        storage_options=redis_options(config),
         strategy="fixed-window",
         headers_enabled=True,
         header_name_mapping={
@@ -34,7 +37,7 @@ def init_limiter(app: Flask, storage_uri: str, namespace: str) -> Limiter:
             HeaderNames.RESET: "RateLimit-Reset",
             HeaderNames.RETRY_AFTER: "Retry-After",
         },
-        key_prefix=f"{namespace}-limits",
+        key_prefix=f"{config.redis_namespace}-limits",
     )
     app.after_request(_standard_headers)  # registered first, so it runs after the limiter's
     limiter.init_app(app)
