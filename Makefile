@@ -2,8 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+INFRA_STAMP := $(VENV)/.infra-stamp
 
-.PHONY: run test lint bench-pay bench-faults task-defs clean
+.PHONY: run test lint infra bench-pay bench-faults task-defs clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -20,6 +21,21 @@ test: $(STAMP)  ## the whole suite against the local PostgreSQL, Redis and Kafka
 lint: $(STAMP)
 	$(VENV)/bin/ruff check app tests bench infra wsgi.py
 	$(VENV)/bin/mypy app infra/processes.py
+
+$(INFRA_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,infra]'
+	touch $(INFRA_STAMP)
+
+# The AWS stack (infra/), offline: synthesize every stack with cdk-nag's AwsSolutions pack as a
+# validation plugin (an unacknowledged finding fails the synth), cfn-lint every template, then
+# the aws_cdk.assertions tests. jsii runs on the machine's Node.js.
+infra: export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 1
+infra: export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION = 1
+infra: $(INFRA_STAMP)
+	rm -rf infra/cdk.out
+	CDK_OUTDIR=infra/cdk.out $(PY) -m infra.app
+	$(VENV)/bin/cfn-lint --config-file infra/cfnlintrc.yaml
+	$(PY) -m pytest -q -p no:cacheprovider infra/tests
 
 task-defs: $(STAMP)  ## rewrite ecs-task-defs/*.json from infra/processes.py
 	$(PY) -m infra.processes

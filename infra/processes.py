@@ -20,6 +20,8 @@ TASK_DEF_DIR = ROOT / "ecs-task-defs"
 NAME = "subscription-engine"
 LOG_GROUP = f"/ecs/{NAME}"
 API_PORT = 8000
+#: awslogs' buffer in non-blocking mode: log lines beyond it are dropped, the task never blocks.
+MAX_BUFFER_BYTES = 25 * 1024 * 1024
 #: The task-private volume every task mounts at /tmp, the one writable place (gunicorn's
 #: heartbeat files, Prometheus' multiprocess files): the root filesystem is read-only.
 SCRATCH = ("scratch", "/tmp")  # noqa: S108
@@ -37,8 +39,9 @@ class Process:
 
     `environment` holds plain settings; `deployed` names settings whose value the deployment
     supplies (Kafka's brokers, the SMTP host); `secrets` come from Secrets Manager. `uses`
-    names the backends it talks to (postgres, redis, kafka, smtp), which decide its
-    security-group flows and IAM grants; every task may reach HTTPS (providers, AWS APIs).
+    names the backends it talks to (postgres, redis, kafka-publish, kafka-consume, smtp),
+    which decide its security-group flows and IAM grants; every task may reach HTTPS
+    (payment providers, merchants' webhook endpoints, AWS APIs).
     `desired` is the default task count of its ECS service (None: a one-off task, no service).
     """
 
@@ -55,12 +58,19 @@ class Process:
     port: int | None = None
 
     @property
+    def kafka(self) -> bool:
+        """Whether the process connects to Kafka (to publish or to consume)."""
+        return bool({"kafka-publish", "kafka-consume"} & self.uses)
+
+    @property
     def family(self) -> str:
         return f"{NAME}-{self.name}"
 
 
 BASE_ENV = {"LOG_LEVEL": "INFO", "REDIS_NAMESPACE": "se"}
-KAFKA_ENV = {"KAFKA_TOPIC_PARTITIONS": "3", "KAFKA_REPLICATION_FACTOR": "3"}
+#: Amazon MSK: TLS with IAM authentication (SASL OAUTHBEARER, app/events/kafka.py).
+KAFKA_ENV = {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}
+KAFKA_DEPLOYED = ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_AWS_REGION")
 
 PROCESSES: tuple[Process, ...] = (
     Process(
@@ -93,17 +103,18 @@ PROCESSES: tuple[Process, ...] = (
         # Two: one is active per outbox shard, the other takes over when it dies.
         "relay", ("python", "-m", "app.events.relay"),
         cpu=512, memory=1024, stop_timeout=30, desired=2,
-        uses=frozenset({"postgres", "redis", "kafka"}),
-        environment={**BASE_ENV, "DB_POOL_SIZE": "2", **KAFKA_ENV},
-        deployed=("KAFKA_BOOTSTRAP_SERVERS",),
+        uses=frozenset({"postgres", "redis", "kafka-publish"}),
+        environment={**BASE_ENV, "DB_POOL_SIZE": "2", **KAFKA_ENV,
+                     "KAFKA_TOPIC_PARTITIONS": "3", "KAFKA_REPLICATION_FACTOR": "3"},
+        deployed=KAFKA_DEPLOYED,
     ),
     Process(
         # The webhook dispatcher: one Kafka consumer group; Kafka shares the partitions out.
         "webhooks", ("python", "-m", "app.webhooks"),
         cpu=256, memory=512, stop_timeout=30, desired=2,
-        uses=frozenset({"postgres", "redis", "kafka"}),
-        environment={**BASE_ENV, "DB_POOL_SIZE": "2"},
-        deployed=("KAFKA_BOOTSTRAP_SERVERS",),
+        uses=frozenset({"postgres", "redis", "kafka-consume"}),
+        environment={**BASE_ENV, "DB_POOL_SIZE": "2", **KAFKA_ENV},
+        deployed=KAFKA_DEPLOYED,
     ),
     Process(
         "migrate", ("flask", "--app", "wsgi", "db", "upgrade"),
@@ -143,7 +154,7 @@ def container_definition(process: Process, image: Any, environment: Mapping[str,
                 "awslogs-region": region,
                 "awslogs-stream-prefix": process.name,
                 "mode": "non-blocking",
-                "max-buffer-size": "25m",
+                "max-buffer-size": f"{MAX_BUFFER_BYTES}b",
             },
         },
         "stopTimeout": process.stop_timeout,
@@ -162,6 +173,7 @@ EXAMPLE_REGION = "eu-west-1"
 EXAMPLE_DEPLOYED = {
     "KAFKA_BOOTSTRAP_SERVERS": ",".join(
         f"b-{n}.{NAME}.abc123.c2.kafka.{EXAMPLE_REGION}.amazonaws.com:9098" for n in (1, 2, 3)),
+    "KAFKA_AWS_REGION": EXAMPLE_REGION,
     "MAIL_SERVER": f"email-smtp.{EXAMPLE_REGION}.amazonaws.com",
     "MAIL_DEFAULT_SENDER": "Billing <billing@example.com>",
 }
