@@ -94,7 +94,7 @@ class ServicesStack(cdk.Stack):
         container = task.add_container(
             process.name, container_name=process.name, essential=True,
             image=ecs.ContainerImage.from_ecr_repository(self.data.repository,
-                                                        self.settings.image_tag),
+                                                        self._tag(process)),
             command=list(process.command),
             environment={**process.environment,
                          **{name: self.deployed[name] for name in process.deployed}},
@@ -120,6 +120,12 @@ class ServicesStack(cdk.Stack):
                     "Only non-secret settings are environment variables; every credential "
                     "comes from Secrets Manager (tests/unit/test_deploy_files.py checks).")
         return task
+
+    def _tag(self, process: Process) -> str:
+        """The image tag `process` runs: migrations may run a newer one (docs/deploy.md)."""
+        if process.desired is None and self.settings.migrate_image_tag:
+            return self.settings.migrate_image_tag
+        return self.settings.image_tag
 
     def _grant_kafka(self, role: iam.Role, process: Process) -> None:
         """MSK IAM: connect to the one cluster; the relay creates, describes and writes the

@@ -28,6 +28,8 @@ class Settings:
     certificate_arn: str = ("arn:aws:acm:eu-west-1:123456789012:certificate/"
                             "00000000-0000-0000-0000-000000000000")
     image_tag: str = "0.1.0"
+    #: The image the migrate task runs; an upgrade migrates with the new one first.
+    migrate_image_tag: str = ""
     alarm_email: str = ""
     mail_sender: str = "Billing <billing@example.com>"
     vpc_cidr: str = "10.40.0.0/16"
@@ -51,7 +53,7 @@ class Settings:
         """Context values override the defaults; `desired` merges per process."""
         values: dict[str, Any] = {}
         for item in fields(cls):
-            key = _camel(item.name)
+            key = context_key(item.name)
             raw = scope.node.try_get_context(key)
             if raw is None:
                 continue
@@ -75,6 +77,6 @@ class Settings:
         return cdk.Environment(account=self.account, region=self.region)
 
 
-def _camel(name: str) -> str:
+def context_key(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.capitalize() for part in rest)

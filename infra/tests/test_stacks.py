@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
@@ -19,9 +21,10 @@ from infra.data import COMPOSED
 from infra.metrics import allowed
 from infra.network import KAFKA_IAM_PORT, POSTGRES_PORT, REDIS_PORT
 from infra.processes import PROCESSES, SERVICES, container_definition
-from infra.settings import Settings
+from infra.services import ServicesStack
+from infra.settings import Settings, context_key
 
-STACKS = ("network", "data", "services", "observability")
+ROOT = Path(__file__).resolve().parents[2]
 CONTEXT = {"desired": {"worker": 3}, "alarmEmail": "ops@example.com"}
 
 
@@ -199,13 +202,13 @@ def test_every_service_runs_with_its_desired_count(templates: dict[str, dict[str
     assert services["subscription-engine-scheduler"]["DesiredCount"] >= 2  # SKIP LOCKED claims
 
 
-def _camel(value: Any) -> Any:
+def _api_case(value: Any) -> Any:
     """CloudFormation's PascalCase container definition in ECS API's camelCase."""
     if isinstance(value, list):
-        return [_camel(item) for item in value]
+        return [_api_case(item) for item in value]
     if isinstance(value, dict):
         return {(key if key[0].islower() else key[0].lower() + key[1:]):
-                (item if key == "Options" else _camel(item)) for key, item in value.items()}
+                (item if key == "Options" else _api_case(item)) for key, item in value.items()}
     return value
 
 
@@ -221,7 +224,7 @@ def test_task_definitions_are_the_one_description(templates: dict[str, dict[str,
         assert task["RequiresCompatibilities"] == ["FARGATE"]
         assert task["NetworkMode"] == "awsvpc"
         assert task["Volumes"] == [{"Name": "scratch"}]
-        (synthesized,) = _camel(task["ContainerDefinitions"])
+        (synthesized,) = _api_case(task["ContainerDefinitions"])
         options = synthesized["logConfiguration"]["options"]
         (log_group,) = [props for rid, props in resources(templates, "AWS::Logs::LogGroup").items()
                         if options["awslogs-group"] == {"Ref": rid}]
@@ -457,6 +460,29 @@ def test_api_scales_on_cpu_and_requests_and_workers_on_queue_age(
     targets = resources(templates, "AWS::ApplicationAutoScaling::ScalableTarget")
     assert sorted(p["MaxCapacity"] for p in targets.values()) == sorted(
         [Settings().api_max_tasks, Settings().worker_max_tasks])
+
+
+def test_an_upgrade_migrates_with_the_new_image_while_services_keep_the_old() -> None:
+    app = cdk.App(context={"imageTag": "1.0.0", "migrateImageTag": "1.1.0"})
+    services = build(app)["services"]
+    assert isinstance(services, ServicesStack)
+    images = {name: text(services.resolve(task.default_container.image_name))  # type: ignore[union-attr]
+              for name, task in services.task_definitions.items()}
+    assert ":1.1.0" in images.pop("migrate")
+    assert all(":1.0.0" in image for image in images.values()), images
+
+
+def test_deploy_doc_has_a_runbook_line_for_every_alarm_and_every_setting(
+        templates: dict[str, dict[str, Any]]) -> None:
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    headings = set(re.findall(r"^#### (\w+)$", doc, flags=re.MULTILINE))
+    alarms = {props["AlarmName"].removeprefix("subscription-engine-").lower()
+              for props in resources(templates, "AWS::CloudWatch::Alarm", "observability").values()}
+    assert alarms - headings == set(), "add a runbook line to docs/deploy.md"
+    assert headings - alarms == set(), "docs/deploy.md describes alarms that do not exist"
+    table = doc.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    for item in fields(Settings):
+        assert f"`{context_key(item.name)}`" in table, item.name
 
 
 def test_context_overrides_the_defaults() -> None:
