@@ -3,8 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 INFRA_STAMP := $(VENV)/.infra-stamp
+IMAGE ?= subscription-engine:local
+IMAGE_BASE ?= subscription-engine-base:bookworm
 
-.PHONY: run test lint infra bench-pay bench-faults task-defs clean
+.PHONY: run test lint infra image image-test bench-pay bench-faults task-defs clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -36,6 +38,12 @@ infra: $(INFRA_STAMP)
 	CDK_OUTDIR=infra/cdk.out $(PY) -m infra.app
 	$(VENV)/bin/cfn-lint --config-file infra/cfnlintrc.yaml
 	$(PY) -m pytest -q -p no:cacheprovider infra/tests
+
+image: $(STAMP)  ## the container image, built offline on a local Debian base (docker/build.sh)
+	docker/build.sh $(IMAGE) $(IMAGE_BASE) $(PY)
+
+image-test: image  ## the image's api, worker, scheduler and relay: a /pay and its Kafka event
+	SE_IMAGE=$(IMAGE) $(PY) -m pytest tests/image -q
 
 task-defs: $(STAMP)  ## rewrite ecs-task-defs/*.json from infra/processes.py
 	$(PY) -m infra.processes

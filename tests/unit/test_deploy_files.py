@@ -15,8 +15,10 @@ import configparser
 import fnmatch
 import importlib.util
 import json
+import os
 import re
 import shutil
+import subprocess
 import sys
 from dataclasses import fields
 from functools import cache
@@ -26,6 +28,7 @@ from typing import Any
 import botocore.session
 import dockerfile
 import pytest
+import yaml
 from botocore.model import ListShape, MapShape, Shape, StructureShape
 from botocore.validate import ParamValidator
 from docker.utils.build import exclude_paths
@@ -37,6 +40,7 @@ from infra.processes import TASK_DEF_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
+COMPOSE = ROOT / "docker" / "compose.yaml"
 
 #: Every process the image runs, and the command it is started with (README, API.md).
 PROCESSES = {
@@ -330,7 +334,12 @@ def test_relay_publishes_to_a_real_kafka() -> None:
 # --- Dockerfile and build context ----------------------------------------------------------
 
 def test_dockerfile_builds_from_slim_python_in_stages() -> None:
-    bases = [command.value[0] for command in instructions() if command.cmd == "FROM"]
+    """By default: `make image` passes its local Debian base as BASE, no registry here."""
+    commands = list(instructions())
+    first = next(i for i, command in enumerate(commands) if command.cmd == "FROM")
+    defaults = {k: v for c in commands[:first] if c.cmd == "ARG" for k, v in env_pairs(c).items()}
+    bases = [re.sub(r"\$\{(\w+)\}", lambda m: defaults[m[1]], command.value[0])
+             for command in commands if command.cmd == "FROM"]
     assert len(bases) >= 2, "multi-stage: build in one stage, run in another"
     assert set(bases) == {"python:3.11-slim"}
     runs = " && ".join(" ".join(c.value) for c in instructions() if c.cmd == "RUN")
@@ -395,3 +404,41 @@ def test_build_context_holds_what_the_dockerfile_copies_and_nothing_private() ->
     # Docker always sends the Dockerfile itself; nothing else of docker/.
     assert {path for path in context if path.startswith("docker/")} == {"docker/Dockerfile"}
     assert not [path for path in context if "__pycache__" in path]
+
+
+# --- docker/compose.yaml: self-hosting without AWS ------------------------------------------
+
+def compose_services() -> dict[str, Any]:
+    services: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())["services"]
+    return services
+
+
+def test_compose_runs_every_process_as_deployed_and_its_backends() -> None:
+    services = compose_services()
+    assert {"postgres", "redis", "kafka", "mail"} <= set(services)
+    for process in processes.PROCESSES:
+        service = services[process.name]
+        assert service["command"] == list(process.command), process.name
+        assert service["read_only"] is True, f"{process.name}: read-only root filesystem"
+        assert "/tmp" in service["tmpfs"], process.name
+        assert "user" not in service, "the image's non-root user"
+        settings = set(service["environment"])
+        assert settings <= config_settings(), settings - config_settings()
+        Config.from_env({k: str(v) for k, v in service["environment"].items()
+                         if "${" not in str(v)})
+    # The engine starts on a migrated database; a broken migration stops it.
+    assert services["api"]["depends_on"]["migrate"] == {
+        "condition": "service_completed_successfully"}
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="Debian's docker-compose")
+def test_compose_file_is_valid_for_docker_compose() -> None:
+    env = {**os.environ, "CREDENTIALS_KEY": "k", "POSTGRES_PASSWORD": "p"}
+    done = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    unset = {k: v for k, v in env.items() if k not in ("CREDENTIALS_KEY", "POSTGRES_PASSWORD")}
+    refused = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"], env=unset,
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode != 0, "secrets must be given, no defaults"
+    assert "set POSTGRES_PASSWORD" in refused.stderr or "set CREDENTIALS_KEY" in refused.stderr
