@@ -41,6 +41,11 @@ class Container:
             # its request with 503, nothing written, and the pool then discards them all.
             pool_recycle=1800,
             executemany_mode="values_plus_batch",  # batched UPDATEs: one round trip per page
+            connect_args={
+                "connect_timeout": self.config.db_connect_timeout_seconds,
+                "options": f"-c statement_timeout={self.config.db_statement_timeout_ms}"
+                           f" -c lock_timeout={self.config.db_lock_timeout_ms}",
+            },
         )
 
     @cached_property
@@ -49,13 +54,12 @@ class Container:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.config.redis_url, socket_timeout=5,
-                                    **redis_options(self.config))
+        return redis.Redis.from_url(self.config.redis_url, **redis_options(self.config))
 
     @cached_property
     def broker(self) -> RedisBroker:
         broker = RedisBroker(  # type: ignore[no-untyped-call]
-            client=redis.Redis.from_url(self.config.redis_url, **redis_options(self.config)),
+            client=self.redis,
             namespace=f"{self.config.redis_namespace}-dramatiq",
             heartbeat_timeout=self.config.dramatiq_heartbeat_timeout_ms,
         )
@@ -105,16 +109,19 @@ class Container:
 
 
 def redis_options(config: Config) -> dict[str, Any]:
-    """What every Redis client (broker, rate limiter, caches) needs beyond REDIS_URL: the CA
-    that a rediss:// server's certificate must chain to (else the system's CAs).
+    """What every Redis client (broker, rate limiter, caches) needs beyond REDIS_URL: its
+    connect and reply timeouts, and the CA that a rediss:// server's certificate must chain
+    to (else the system's CAs).
 
     A CA with a redis:// URL raises: the setting would be ignored and the traffic clear text.
     """
+    timeouts = {"socket_connect_timeout": config.redis_connect_timeout_seconds,
+                "socket_timeout": config.redis_socket_timeout_seconds}
     if not config.redis_ssl_cafile:
-        return {}
+        return timeouts
     if not config.redis_url.startswith("rediss://"):
         raise ValueError("REDIS_SSL_CAFILE set, but REDIS_URL is not rediss://")
-    return {"ssl_ca_certs": config.redis_ssl_cafile}
+    return {**timeouts, "ssl_ca_certs": config.redis_ssl_cafile}
 
 
 def build(config: Config | None = None) -> Container:

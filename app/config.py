@@ -21,6 +21,14 @@ class Config:
     kafka_bootstrap_servers: str = ""
     log_level: str = "INFO"
     db_pool_size: int = 5
+    # Bounds on every client, so a hung dependency answers 503 within seconds (gunicorn
+    # kills a worker after 30 s): PostgreSQL connect (libpq's minimum is 2), statement and
+    # lock waits; Redis connect and reply, for the broker, the limiter and any cache.
+    db_connect_timeout_seconds: int = 3
+    db_statement_timeout_ms: int = 5000
+    db_lock_timeout_ms: int = 2000
+    redis_connect_timeout_seconds: float = 2.0
+    redis_socket_timeout_seconds: float = 2.0
     # API
     default_rate_limit: str = "100/second"
     auth_cache_seconds: float = 5.0

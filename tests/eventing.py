@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import email
 import json
-import socket
 import ssl
 import subprocess
 import sys
@@ -41,18 +40,11 @@ from app.ids import new_id
 from app.models import OutboxEvent
 from app.render import timestamp
 from tests.conftest import child_env
+from tests.servers import free_port
 from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "docs" / "events"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,9 @@
-"""Per-API-key rate limits with Flask-Limiter on Redis (one budget per key for all routes)."""
+"""Per-API-key rate limits with Flask-Limiter on Redis (one budget per key for all routes).
+
+Every Redis round trip of the limiter happens before the view: the hit, and the window
+that the RateLimit-* headers report. Redis failing there answers 503 with nothing written;
+once the view has run, nothing the limiter does can fail the request (or half-do it).
+"""
 
 from __future__ import annotations
 
@@ -41,6 +46,13 @@ def init_limiter(app: Flask, config: Config) -> Limiter:
     )
     app.after_request(_standard_headers)  # registered first, so it runs after the limiter's
     limiter.init_app(app)
+
+    @app.before_request  # registered after the limiter's check, so it runs after it
+    def _read_window() -> None:
+        """Read the window for the RateLimit-* headers now, not after the view has written."""
+        if limiter.current_limit is not None:
+            limiter.current_limit.window  # noqa: B018 - cached for the after-request hook
+
     return limiter
 
 

@@ -19,6 +19,7 @@ import redis
 from app.config import Config
 from app.models.database import drop_database, ensure_database, migrate
 from tests.e2e.stack import Client, Stack
+from tests.servers import RedisServer
 from tests.support import eventually
 
 
@@ -96,3 +97,33 @@ def own_stack(_own_stack: Stack) -> Stack:
     _own_stack.start(*({"api", "scheduler"} - _own_stack.running()))
     _own_stack.wait_ready()
     return _own_stack
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of this module's own, which its tests may stop, freeze and restart."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_stack(
+    config: Config, own_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """API, worker fleet and scheduler on a database of their own and on `own_redis`.
+
+    Lock waits may last 30 s, so a test can hold a request inside its view with a lock.
+    """
+    with _own_database(replace(config, redis_url=own_redis.url,
+                               db_lock_timeout_ms=30_000)) as own:
+        running = Stack(own, tmp_path_factory.mktemp("redis-stack-logs"))
+        try:
+            running.start("api", "worker", "scheduler")
+            running.wait_ready()
+            yield running
+        finally:
+            running.stop()
