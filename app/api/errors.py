@@ -10,12 +10,14 @@ from flask import Flask, Response, json
 from flask_limiter import RateLimitExceeded
 from limits.errors import StorageError
 from sqlalchemy.exc import IntegrityError, OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from app.services.errors import Invalid, ServiceError
 
 log = logging.getLogger(__name__)
 ERROR_BASE = "https://subscription-engine.dev/errors/"
+#: A dependency down or hanging: 503, nothing written.
+DEPENDENCY_ERRORS = (OperationalError, redis.RedisError, StorageError)
 TITLES = {
     400: "Bad request",
     401: "Unauthorized",
@@ -123,6 +125,14 @@ def register(app: Flask) -> None:
             f"A dependency ({part}) is unavailable; nothing was written.",
             headers={"Retry-After": "1"},
         )
+
+    @app.errorhandler(InternalServerError)
+    def _finalizing(exc: InternalServerError) -> Response:
+        """An exception raised after the handlers ran, by an after-request hook: Flask-Limiter
+        asks Redis again for the headers of a 503 whose window it could not read."""
+        if isinstance(exc.original_exception, DEPENDENCY_ERRORS):
+            return _unavailable(exc.original_exception)
+        return _http(exc)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
