@@ -188,7 +188,8 @@ def sampler(fn: Callable[[], None]) -> None:
     ref: Callable[[], Callable[[], None] | None] = (
         weakref.WeakMethod(fn) if inspect.ismethod(fn) else lambda: fn
     )
-    _state.samplers.append(ref)
+    with _state.lock:
+        _state.samplers.append(ref)
 
 
 def start(service: str, config: Config, stream: TextIO | None = None) -> None:
@@ -225,11 +226,10 @@ def flush() -> None:
 
 
 def _flush(state: _State) -> None:
-    for ref in list(state.samplers):
-        fn = ref()
-        if fn is None:
-            state.samplers.remove(ref)
-            continue
+    with state.lock:  # a flush may run on the flusher thread and another one at once
+        samplers = [fn for fn in (ref() for ref in state.samplers) if fn is not None]
+        state.samplers[:] = [ref for ref in state.samplers if ref() is not None]
+    for fn in samplers:
         try:
             fn()
         except Exception as exc:  # noqa: BLE001 - a failed sample (database down) is logged

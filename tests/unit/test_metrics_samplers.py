@@ -27,12 +27,13 @@ def test_a_failing_sampler_is_logged_and_samplers_go_with_their_objects(
     bad, good = Probe(fail=True), Probe(fail=False)
     metrics.sampler(bad.sample)
     metrics.sampler(good.sample)
-    metrics.flush()
-    assert (bad.calls, good.calls) == (1, 1)
+    metrics.flush()  # (the process's flusher thread may run them too, meanwhile)
+    assert bad.calls >= 1 and good.calls >= 1
     assert "metrics sampler failed" in caplog.text
     gone = weakref.ref(bad)
     del bad
     gc.collect()
     assert gone() is None  # the registration did not keep it alive
+    before = good.calls
     metrics.flush()
-    assert good.calls == 2
+    assert good.calls > before
