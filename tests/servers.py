@@ -17,6 +17,7 @@ from pathlib import Path
 import redis
 
 from tests.support import eventually
+from tests.tls import Pair
 
 
 def free_port() -> int:
@@ -28,21 +29,33 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """`redis-server --port N --save ''` of this test alone: start, stop, pause, resume."""
+    """`redis-server --port N --save ''` of this test alone: start, stop, pause, resume.
 
-    def __init__(self, workdir: Path) -> None:
+    With `tls` (its certificate) and `ca` (the CA that signed it), it speaks TLS only:
+    `--tls-port N` and no plain port; `url` is then rediss://.
+    """
+
+    def __init__(self, workdir: Path, tls: Pair | None = None, ca: Path | None = None) -> None:
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}/0"
         self.workdir = workdir
+        self.tls = tls
+        self.ca = ca
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        listen = ["--port", str(self.port)]
+        if self.tls is not None:
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no",
+                      "--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
+                      "--tls-ca-cert-file", str(self.ca)]
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            ["redis-server", *listen, "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
-        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        trust = {"ssl_ca_certs": str(self.ca)} if self.tls else {}
+        client = redis.Redis.from_url(self.url, socket_timeout=1, **trust)
         eventually(lambda: self._answers(client), 10, what=f"redis-server on {self.port}")
         client.close()
 

@@ -10,7 +10,8 @@ import requests
 
 from app.config import Config
 from tests.conftest import child_env
-from tests.e2e.stack import BIN, Process, free_port
+from tests.e2e.stack import BIN, Process
+from tests.servers import free_port
 from tests.support import eventually
 from tests.tls import Authority, authority, wrong_authority  # noqa: F401
 

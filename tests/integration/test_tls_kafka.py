@@ -21,11 +21,11 @@ from app.events.relay import ensure_topics, new_producer
 from tests.eventing import (
     Collector,
     RelayThread,
-    free_port,
     kafka_config,
     record,
     subscription_object,
 )
+from tests.servers import free_port
 from tests.tls import Authority, TlsTerminator, authority, wrong_authority  # noqa: F401
 
 

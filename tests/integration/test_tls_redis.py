@@ -16,9 +16,9 @@ from app.api import create_app
 from app.bootstrap import build
 from app.config import Config
 from tests.conftest import start_worker
-from tests.eventing import free_port
 from tests.integration.checks import assert_problem
-from tests.support import Api, eventually
+from tests.servers import RedisServer
+from tests.support import Api
 from tests.tls import Authority, authority, wrong_authority  # noqa: F401
 
 
@@ -26,29 +26,11 @@ from tests.tls import Authority, authority, wrong_authority  # noqa: F401
 def tls_redis(authority: Authority,  # noqa: F811
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A redis-server of this module speaking only TLS; its rediss:// URL."""
-    server = authority.issue("redis")
-    port = free_port()
-    log = tmp_path_factory.mktemp("redis-tls") / "redis.log"
-    process = subprocess.Popen(
-        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", str(server.cert), "--tls-key-file", str(server.key),
-         "--tls-ca-cert-file", str(authority.cert), "--tls-auth-clients", "no",
-         "--save", "", "--appendonly", "no", "--logfile", str(log)],
-        stdin=subprocess.DEVNULL, start_new_session=True,
-    )
-    url = f"rediss://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url, ssl_ca_certs=str(authority.cert))
-    eventually(lambda: _answers(client), 10, what="redis-server on its TLS port")
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
-
-
-def _answers(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
+    server = RedisServer(tmp_path_factory.mktemp("redis-tls"), authority.issue("redis"),
+                         authority.cert)
+    server.start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="module")
