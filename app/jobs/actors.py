@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 from app.clock import utcnow
 from app.jobs.runtime import container
 from app.providers.errors import ProviderRateLimited, TransientProviderError
-from app.services import charge, reconcile, refunds, renewals
+from app.services import charge, clocks, reconcile, refunds, renewals
 
 _config = container().config
 _POLICY = charge.RetryPolicy(
@@ -96,5 +96,7 @@ def process_subscriptions(subscription_ids: list[str], requeues: int = 0) -> Non
 def advance_test_clock(clock_id: str) -> None:
     """Run everything due on a test clock up to its new frozen time, then mark it ready."""
     c = container()
-    renewals.advance_clock(c.uow, c.providers, c.enqueue, clock_id,
-                           lease_seconds=c.config.payment_lease_seconds, retry=_POLICY)
+    with clocks.driving(c.engine, clock_id) as mine:
+        if mine:  # else another worker is advancing it right now
+            renewals.advance_clock(c.uow, c.providers, c.enqueue, clock_id,
+                                   lease_seconds=c.config.payment_lease_seconds, retry=_POLICY)

@@ -18,7 +18,7 @@ from app.bootstrap import Container, build
 from app.log import configure_logging
 from app.models.uow import UnitOfWork
 from app.scheduler import samples
-from app.services import maintenance, reconcile, renewals
+from app.services import clocks, maintenance, reconcile, renewals
 from app.telemetry import metrics
 from app.webhooks import deliveries
 
@@ -34,11 +34,14 @@ def drain(claim: Callable[[UnitOfWork], int], container: Container, batch: int) 
 
 
 def reconcile_job(container: Container) -> None:
-    """Re-drive payments and refunds that a crash, lost message or lost answer left behind."""
+    """Re-drive payments, refunds and test clocks that a crash, lost message or lost answer
+    left behind."""
     config = container.config
-    drain(partial(reconcile.claim_stale_work, enqueue=container.enqueue,
-                  stale_seconds=config.reconcile_stale_seconds, batch=config.reconcile_batch_size),
-          container, config.reconcile_batch_size)
+    for claim in (reconcile.claim_stale_work, clocks.redrive_stalled):
+        drain(partial(claim, enqueue=container.enqueue,
+                      stale_seconds=config.reconcile_stale_seconds,
+                      batch=config.reconcile_batch_size),
+              container, config.reconcile_batch_size)
 
 
 def webhook_job(container: Container) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from functools import partial
 
+from sqlalchemy import Engine, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.clock import utcnow
@@ -67,3 +71,48 @@ def start_advance(
 def _test_mode_only(scope: Scope) -> None:
     if scope.livemode:
         raise Forbidden("Test clocks are available in test mode only.")
+
+
+def redrive_stalled(uow: UnitOfWork, enqueue: Enqueue, *, stale_seconds: int, batch: int) -> int:
+    """Send `advance_test_clock` again for clocks left `advancing` longer than `stale_seconds`.
+
+    Its message may have been lost (a Redis restart, a killed worker). A clock still being
+    advanced is harmless to send again: `driving` lets one worker at a time advance it.
+    Rows are taken with SKIP LOCKED and their `updated_at` pushed forward, as for payments.
+    """
+    now = utcnow()
+    stalled = list(uow.session.scalars(
+        select(TestClock.id)
+        .where(TestClock.status == ClockStatus.ADVANCING,
+               TestClock.updated_at < now - timedelta(seconds=stale_seconds))
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    ))
+    if stalled:
+        uow.session.execute(update(TestClock).where(TestClock.id.in_(stalled))
+                            .values(updated_at=now))
+    for clock_id in stalled:
+        uow.after_commit(partial(enqueue, "advance_test_clock", clock_id))
+    uow.commit()
+    return len(stalled)
+
+
+@contextmanager
+def driving(engine: Engine, clock_id: str) -> Iterator[bool]:
+    """Whether the caller may advance the clock: a PostgreSQL advisory lock on a connection
+    of its own (autocommit: no transaction left open), held while the caller advances it.
+
+    The lock ends with its connection, so a worker that dies frees the clock for the next
+    message, and a second message for a clock being advanced finds it taken.
+    """
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        key = connection.scalar(text("SELECT hashtextextended(:id, 0)"), {"id": clock_id})
+        held = bool(connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}))
+        try:
+            yield held
+        finally:
+            if held:
+                try:
+                    connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                except DBAPIError:  # the connection is gone, and the lock with it
+                    connection.invalidate()

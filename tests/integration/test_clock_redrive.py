@@ -1,0 +1,69 @@
+"""A test clock whose advance message was lost (a Redis restart, a killed worker) is driven
+again by the scheduler, and never by two workers at once.
+
+Found by bench/faults.py: after a worker kill and a Redis restart the clock stayed
+`advancing` for good, and none of its renewals ran.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import update
+
+from app.bootstrap import Container
+from app.models import ClockStatus, TestClock
+from app.scheduler.runner import reconcile_job
+from app.services import clocks
+from app.services.scope import Scope
+from app.services.tenants import create_tenant
+from tests.support import eventually
+
+START = datetime(2024, 1, 31, tzinfo=UTC)
+
+
+def _advancing_clock(container: Container) -> str:
+    """A clock moved forward whose `advance_test_clock` message never reached a worker."""
+    lost: list[Any] = []
+    with container.uow() as uow:
+        scope = Scope(create_tenant(uow, f"redrive-{uuid.uuid4().hex[:8]}").tenant_id, False)
+    with container.uow() as uow:
+        clock_id = clocks.create_clock(uow, scope, START).id
+        uow.commit()
+    with container.uow() as uow:
+        clocks.start_advance(uow, scope, lambda *a, **k: lost.append(a), clock_id,
+                             START + timedelta(days=40))
+        uow.commit()
+    with container.uow() as uow:  # as if the reconcile interval had passed since
+        uow.session.execute(update(TestClock).where(TestClock.id == clock_id)
+                            .values(updated_at=TestClock.updated_at - timedelta(hours=1)))
+        uow.commit()
+    assert lost == [("advance_test_clock", clock_id)]
+    return clock_id
+
+
+def _status(container: Container, clock_id: str) -> ClockStatus:
+    with container.session_factory() as session:
+        return session.get_one(TestClock, clock_id).status
+
+
+def test_a_clock_whose_advance_message_was_lost_is_advanced_by_the_scheduler(
+    container: Container, worker: subprocess.Popen[bytes]
+) -> None:
+    clock_id = _advancing_clock(container)
+    reconcile_job(container)
+    eventually(lambda: _status(container, clock_id) is ClockStatus.READY, 30,
+               what="the stalled clock to be advanced again")
+
+
+def test_a_clock_is_driven_by_one_worker_at_a_time(container: Container) -> None:
+    clock_id = _advancing_clock(container)
+    with clocks.driving(container.engine, clock_id) as first:
+        assert first
+        with clocks.driving(container.engine, clock_id) as second:
+            assert not second, "a second driver while the first lives"
+    with clocks.driving(container.engine, clock_id) as after:
+        assert after, "the lock is free once the first driver is done"
