@@ -31,6 +31,7 @@ class Config:
     redis_socket_timeout_seconds: float = 2.0
     # API
     default_rate_limit: str = "100/second"
+    webhook_rate_limit: str = "50/second"
     auth_cache_seconds: float = 5.0
     max_body_bytes: int = 65536
     idempotency_ttl_hours: int = 24

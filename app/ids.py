@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import time
 
@@ -14,6 +15,15 @@ PREFIXES = frozenset(
     {"ten", "key", "cus", "pm", "plan", "sub", "pay", "att", "re", "evt", "clock", "ch",
      "we", "whd"}
 )
+
+
+_DIGITS = re.compile(f"[{_ALPHABET}]{{26}}")
+
+
+def is_id(value: object, prefix: str) -> bool:
+    """Whether `value` has the shape of an id with `prefix` (any string may reach here)."""
+    return (isinstance(value, str) and value.startswith(f"{prefix}_")
+            and _DIGITS.fullmatch(value, len(prefix) + 1) is not None)
 
 
 def new_id(prefix: str) -> str:

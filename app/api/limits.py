@@ -1,4 +1,5 @@
-"""Per-API-key rate limits with Flask-Limiter on Redis (one budget per key for all routes).
+"""Rate limits with Flask-Limiter on Redis: one budget per API key for all routes, and one
+per client address for the public provider webhooks (`/webhooks/*`, WEBHOOK_RATE_LIMIT).
 
 Every Redis round trip of the limiter happens before the view: the hit, and the window
 that the RateLimit-* headers report. Redis failing there answers 503 with nothing written;
@@ -9,21 +10,30 @@ from __future__ import annotations
 
 import time
 
-from flask import Flask, Response, g
+from flask import Flask, Response, g, request
 from flask_limiter import HeaderNames, Limiter
 
 from app.api import context
 from app.bootstrap import redis_options
 from app.config import Config
 
+WEBHOOKS = "/webhooks/"
+
 
 def _key() -> str:
-    return context.caller().key_id if "caller" in g else "anonymous"
+    return context.caller().key_id if "caller" in g else f"address:{request.remote_addr}"
 
 
 def _limit() -> str:
-    own = context.caller().rate_limit if "caller" in g else None
-    return own or context.container().config.default_rate_limit
+    config = context.container().config
+    if "caller" not in g:
+        return config.webhook_rate_limit
+    return context.caller().rate_limit or config.default_rate_limit
+
+
+def _exempt() -> bool:
+    """Public endpoints other than the webhooks (health, metrics, docs) are not limited."""
+    return "caller" not in g and not request.path.startswith(WEBHOOKS)
 
 
 def init_limiter(app: Flask, config: Config) -> Limiter:
@@ -31,7 +41,7 @@ def init_limiter(app: Flask, config: Config) -> Limiter:
     limiter = Limiter(
         key_func=_key,
         application_limits=[_limit],
-        application_limits_exempt_when=lambda: "caller" not in g,
+        application_limits_exempt_when=_exempt,
         storage_uri=config.redis_url,
         storage_options=redis_options(config),
         strategy="fixed-window",

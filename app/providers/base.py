@@ -68,7 +68,9 @@ class WebhookEvent:
 
     `kind`: `succeeded` (money taken; `reference` names the charge), `failed` (`failure` is
     (code, message, hard)), `approved` (the buyer approved; the charge can be completed) or
-    `other` (nothing for us to do).
+    `other` (nothing for us to do). A `succeeded` event also carries the money it says moved
+    (`amount` in minor units, `currency`) and `intent`, the provider's object our attempt
+    created (Stripe: the PaymentIntent; PayPal: the order), to be checked against the payment.
     """
 
     id: str
@@ -77,6 +79,9 @@ class WebhookEvent:
     kind: Literal["succeeded", "failed", "approved", "other"]
     reference: str | None = None
     failure: tuple[str, str, bool] | None = None
+    amount: int | None = None
+    currency: str | None = None
+    intent: str | None = None
 
 
 @runtime_checkable

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import requests
@@ -347,6 +348,15 @@ def _decimal(amount: int, currency: str) -> str:
     return f"{whole}.{minor:0{exponent}d}" if exponent else str(whole)
 
 
+def _minor(value: Any, currency: str) -> int | None:
+    """PayPal's decimal string as minor units ("19.99" usd → 1999); None if it is not one."""
+    try:
+        minor = Decimal(str(value)).scaleb(CURRENCY_EXPONENTS.get(currency, 2))
+    except ArithmeticError:
+        return None
+    return int(minor) if minor.is_finite() and minor == minor.to_integral_value() else None
+
+
 def _body(response: Any) -> dict[str, Any]:
     text = getattr(response, "text", None) or "{}"
     parsed: dict[str, Any] = json.loads(text)
@@ -431,8 +441,13 @@ def _event(event: Mapping[str, Any], livemode: bool) -> WebhookEvent:
     event_id = str(event.get("id"))
     payment_id = _resource_payment(resource)
     if kind == "PAYMENT.CAPTURE.COMPLETED":
+        amount = resource.get("amount") or {}
+        currency = str(amount.get("currency_code") or "").lower()
+        related = (resource.get("supplementary_data") or {}).get("related_ids") or {}
         return WebhookEvent(id=event_id, payment_id=payment_id, livemode=livemode,
-                            kind="succeeded", reference=str(resource.get("id")))
+                            kind="succeeded", reference=str(resource.get("id")),
+                            amount=_minor(amount.get("value"), currency), currency=currency,
+                            intent=str(related.get("order_id") or "") or None)
     if kind in ("PAYMENT.CAPTURE.DECLINED", "PAYMENT.CAPTURE.DENIED"):
         return WebhookEvent(id=event_id, payment_id=payment_id, livemode=livemode,
                             kind="failed", failure=("capture_declined",

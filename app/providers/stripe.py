@@ -302,7 +302,9 @@ def _event(event: Mapping[str, Any], livemode: bool) -> WebhookEvent:
     kind = event.get("type")
     if kind in _SUCCEEDED and obj.get("status") == "succeeded":
         return WebhookEvent(id=str(event["id"]), payment_id=payment_id, livemode=livemode,
-                            kind="succeeded", reference=str(obj["id"]))
+                            kind="succeeded", reference=str(obj["id"]),
+                            amount=_int_or_none(obj.get("amount_received")),
+                            currency=str(obj.get("currency") or ""), intent=str(obj["id"]))
     if kind in _FAILED:
         error = obj.get("last_payment_error") or {}
         declined = _declined(error.get("decline_code") or error.get("code"), error.get("message"))
@@ -310,6 +312,10 @@ def _event(event: Mapping[str, Any], livemode: bool) -> WebhookEvent:
                             kind="failed", failure=(declined.code, declined.message, declined.hard))
     return WebhookEvent(id=str(event.get("id")), payment_id=payment_id, livemode=livemode,
                         kind="other")
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def payment_hint(body: bytes) -> str | None:

@@ -17,6 +17,7 @@ A duplicate or late delivery finds the payment already settled and changes nothi
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from functools import partial
 from sqlalchemy import update
 
 from app.clock import utcnow
+from app.ids import is_id
 from app.models import AttemptStatus, Payment, PaymentMethod, PaymentStatus
 from app.models.uow import UnitOfWorkFactory
 from app.providers import paypal, stripe
@@ -32,6 +34,7 @@ from app.providers.base import ChargeResult, WebhookEvent, WebhookVerifier
 from app.providers.errors import ProviderNotConfigured, WebhookRejected
 from app.providers.registry import ProviderRegistry
 from app.services.charge import Claim, Outcome, claim_of, settle, settle_result
+from app.services.errors import ServiceError
 
 log = logging.getLogger(__name__)
 Enqueue = Callable[..., None]
@@ -59,14 +62,26 @@ def receive(
     body: bytes,
     headers: Mapping[str, str],
 ) -> Received:
-    """Verify one delivery and apply it; WebhookRejected when it cannot be trusted."""
+    """Verify one delivery and apply it; WebhookRejected when it cannot be trusted.
+
+    An event that names none of our payments is acknowledged and ignored (it cannot be
+    verified without a payment's tenant, and changes nothing): a provider disables an
+    endpoint that keeps failing. A payment id that is not one of ours in shape is a 400.
+    """
+    try:
+        json.loads(body)
+    except ValueError:
+        raise WebhookRejected("the body is not a JSON event") from None
     payment_id = HINTS[provider](body) if provider in HINTS else None
-    if not payment_id:
-        raise WebhookRejected("the event names none of our payments, so it cannot be verified")
+    if payment_id is None:
+        return Received("", "ignored: the event names none of our payments")
+    if not is_id(payment_id, "pay"):
+        raise ServiceError("The event's payment id is not a payment id.",
+                           code="invalid_payment_id")
     with uows() as uow:
         payment = uow.session.get(Payment, payment_id)
         if payment is None:
-            raise WebhookRejected("the event names none of our payments")
+            return Received("", "ignored: the event names none of our payments")
         tenant_id, livemode = payment.tenant_id, payment.livemode
     try:
         adapter = providers.get(provider, tenant_id)
@@ -93,6 +108,12 @@ def apply(uows: UnitOfWorkFactory, providers: ProviderRegistry, enqueue: Enqueue
     if claim is None or status is None:
         return "ignored: the payment is not waiting for this provider"
     if event.kind == "succeeded":
+        mismatch = _mismatch(claim, event)
+        if mismatch is not None:
+            log.warning("webhook does not match its payment; ignored",
+                        extra={"provider": provider, "event_id": event.id,
+                               "payment_id": event.payment_id, "mismatch": mismatch})
+            return f"ignored: {mismatch}"
         settle_result(uows, claim, ChargeResult(status="succeeded",
                                                 reference=event.reference or ""))
         return "settled"
@@ -101,6 +122,16 @@ def apply(uows: UnitOfWorkFactory, providers: ProviderRegistry, enqueue: Enqueue
     if event.kind == "approved":
         return _resume(uows, enqueue, event.payment_id)
     return _fail(uows, providers, claim, event)
+
+
+def _mismatch(claim: Claim, event: WebhookEvent) -> str | None:
+    """Why a `succeeded` event cannot be about this payment's charge, or None if it can."""
+    request = claim.request
+    if (event.amount, event.currency) != (request.amount, request.currency):
+        return "the amount does not match the payment's"
+    if request.reference and event.intent != request.reference:
+        return "the provider's intent does not match the payment's"
+    return None
 
 
 def _waiting_claim(

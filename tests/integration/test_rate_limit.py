@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Flask
+import uuid
+from dataclasses import replace
 
+from flask import Flask
+from werkzeug.test import TestResponse
+
+from app.api import create_app
 from app.bootstrap import Container
+from app.config import Config
 from tests.integration.checks import assert_problem, rows
 from tests.support import Api
 
@@ -49,3 +55,21 @@ def test_the_default_limit_is_announced(api: Api) -> None:
     api.ok(response, 200)
     limit = int(response.headers["RateLimit-Limit"])
     assert int(response.headers["RateLimit-Remaining"]) == limit - 1
+
+
+def test_provider_webhooks_are_limited_per_client_address(config: Config) -> None:
+    """/webhooks/* need no API key, so their budget is per client address."""
+    app = create_app(replace(config, webhook_rate_limit="3/minute",
+                             redis_namespace=f"{config.redis_namespace}-{uuid.uuid4().hex[:6]}"))
+    client = app.test_client()
+
+    def deliver(address: str) -> TestResponse:
+        return client.post("/webhooks/stripe", data=b"{}", content_type="application/json",
+                           environ_base={"REMOTE_ADDR": address})
+
+    assert [deliver("192.0.2.1").status_code for _ in range(3)] == [200, 200, 200]
+    limited = deliver("192.0.2.1")
+    assert_problem(limited, 429, "rate_limited")
+    assert 0 < int(limited.headers["Retry-After"]) <= 61
+    assert deliver("192.0.2.2").status_code == 200  # another address has its own budget
+    assert client.get("/healthz").status_code == 200  # other public endpoints are not limited

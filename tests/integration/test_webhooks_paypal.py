@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from flask import Flask
 
 from tests.integration.checks import assert_problem
@@ -75,6 +76,23 @@ def test_a_capture_completed_settles_a_payment_whose_answer_was_lost(
     assert sims.ledger("paypal", payment["id"]) == 1
 
 
+@pytest.mark.parametrize("lie", [{"amount": {"currency_code": "USD", "value": "0.01"}},
+                                 {"supplementary_data": {"related_ids": {"order_id": "5O1"}}}])
+def test_a_capture_that_does_not_match_the_payment_changes_nothing(
+    merchant: Merchant, sims: Sims, lie: dict[str, Any]
+) -> None:
+    payment = merchant.pay("paypal", TOKENS["paypal"]["ok"])
+    sims.paypal.inject("lost", "/v2/checkout/orders/*/capture")
+    assert merchant.charge(payment["id"])["status"] == "unknown"
+    capture = public(sims.paypal.capture_of(payment["id"]))
+    before = merchant.payment(payment["id"])
+    response = deliver(merchant, "PAYMENT.CAPTURE.COMPLETED", {**capture, **lie})
+    assert response.get_json()["result"].startswith("ignored: the")
+    assert merchant.payment(payment["id"]) == before
+    assert deliver(merchant, "PAYMENT.CAPTURE.COMPLETED", capture).get_json()[
+        "result"] == "settled"
+
+
 def test_bad_missing_or_foreign_signatures_are_400_and_change_nothing(
     merchant: Merchant, sims: Sims, sim_app: Flask
 ) -> None:
@@ -95,7 +113,6 @@ def test_bad_missing_or_foreign_signatures_are_400_and_change_nothing(
                 **{"PAYPAL-TRANSMISSION-SIG": "AAAA" + headers["PAYPAL-TRANSMISSION-SIG"]}),
         # Signed for another merchant's webhook: not this tenant's.
         deliver(merchant, "CHECKOUT.ORDER.APPROVED", approved, other.paypal_webhook_id),
-        post("/webhooks/paypal", data=b"{}", headers=headers, content_type="application/json"),
     ]
     for response in attempts:
         assert_problem(response, 400, "invalid_signature")

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select, update
 
 from app.clock import utcnow
+from app.ids import new_id
 from app.models import OutboxEvent, Subscription
 from app.services import renewals
 from app.services.billing_cycle import INCOMPLETE_EXPIRY
@@ -152,10 +153,44 @@ def test_another_tenants_secret_cannot_settle_my_payment(
     assert merchant.payment(payment["id"])["status"] == "requires_action"
 
 
-@pytest.mark.parametrize("body", [b"{}", b"[]", b"null", b'{"data": {"object": {}}}'])
-def test_events_about_no_payment_of_ours_are_400(merchant: Merchant, body: bytes) -> None:
+@pytest.mark.parametrize("body", [
+    b"{}", b"[]", b"null", b'{"data": {"object": {}}}',
+    b'{"type": "customer.created", "data": {"object": {"metadata": {}}}}',
+    json.dumps({"data": {"object": {"metadata": {"payment_id": new_id("pay")}}}}).encode(),
+])
+def test_events_about_no_payment_of_ours_are_acknowledged_and_ignored(
+    merchant: Merchant, body: bytes
+) -> None:
+    """Stripe disables an endpoint that keeps failing; an event not ours changes nothing."""
     response = deliver(merchant, {}, body=body)
-    assert_problem(response, 400, "invalid_signature")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["result"].startswith("ignored")
+
+
+@pytest.mark.parametrize("payment_id", [
+    "pay_\x00", "\x00", "pay_" + "x" * 300, "pay_01kb/../../x", 12, ["pay_x"], "cus_123",
+])
+def test_an_invalid_payment_id_is_400_never_500(merchant: Merchant, payment_id: Any) -> None:
+    body = json.dumps({"id": "evt_1", "type": "payment_intent.succeeded",
+                       "data": {"object": {"metadata": {"payment_id": payment_id}}}}).encode()
+    assert_problem(deliver(merchant, {}, body=body), 400, "invalid_payment_id")
+
+
+@pytest.mark.parametrize("lie", [{"amount_received": 1}, {"currency": "eur"}])
+def test_a_succeeded_event_that_does_not_match_the_payment_changes_nothing(
+    merchant: Merchant, sims: Sims, lie: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    payment, intent = waiting_for_3ds(merchant)
+    event = sims.stripe.authenticate(intent)
+    forged = {**event, "data": {"object": {**event["data"]["object"], **lie}}}
+    before = (merchant.payment(payment["id"]), events_of(merchant, payment["id"]))
+    with caplog.at_level("WARNING", logger="app.services.webhooks"):
+        response = deliver(merchant, forged)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["result"].startswith("ignored")
+    assert (merchant.payment(payment["id"]), events_of(merchant, payment["id"])) == before
+    assert any("does not match" in record.getMessage() for record in caplog.records)
+    assert deliver(merchant, event).get_json()["result"] == "settled"  # the true one does
 
 
 def test_an_event_from_the_other_mode_is_refused(merchant: Merchant, sims: Sims) -> None:
