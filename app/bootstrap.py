@@ -13,11 +13,13 @@ from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import cache
 from app.config import Config
 from app.models.uow import UnitOfWork
 from app.providers.credentials import CredentialStore, Sealer, TenantProviders, builders
 from app.providers.registry import ProviderRegistry
 from app.providers.sandbox import SandboxProvider
+from app.replicas import Replica, Replicas, replica_name
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,28 @@ class Container:
 
     @cached_property
     def engine(self) -> Engine:
+        """The primary: every write, the scheduler's claims and the workers' reads."""
+        return self._engine(self.config.database_url)
+
+    @cached_property
+    def session_factory(self) -> sessionmaker[Session]:
+        return sessionmaker(self.engine, expire_on_commit=False)
+
+    @cached_property
+    def replicas(self) -> Replicas | None:
+        """The read replicas of DATABASE_REPLICA_URLS (None: every read on the primary)."""
+        if not self.config.database_replica_urls:
+            return None
+        members = []
+        for url in self.config.database_replica_urls.split(","):
+            engine = self._engine(url)
+            members.append(Replica(replica_name(url), engine, sessionmaker(engine)))
+        return Replicas(self.engine, members, self.cache.client, self.config.redis_namespace,
+                        self.config.replica_max_lag_seconds)
+
+    def _engine(self, url: str) -> Engine:
         return create_engine(
-            self.config.database_url,
+            url,
             pool_size=self.config.db_pool_size,
             max_overflow=self.config.db_pool_size,
             # No pre-ping (a round trip per checkout): a connection the server dropped fails
@@ -49,12 +71,14 @@ class Container:
         )
 
     @cached_property
-    def session_factory(self) -> sessionmaker[Session]:
-        return sessionmaker(self.engine, expire_on_commit=False)
-
-    @cached_property
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.config.redis_url, **redis_options(self.config))
+
+    @cached_property
+    def cache(self) -> cache.Cache:
+        """The Redis cache every process shares (app/cache.py)."""
+        client = cache.connect(self.config.redis_url, **redis_options(self.config))
+        return cache.Cache(client, self.config.redis_namespace, self.config.cache_ttl_seconds)
 
     @cached_property
     def broker(self) -> RedisBroker:

@@ -106,6 +106,7 @@ def revoke_api_key(key_id: str) -> None:
         except LookupError as exc:
             raise click.BadParameter(str(exc), param_hint="KEY_ID") from None
         revoked_at = timestamp(key.revoked_at)
+    _container().cache.invalidate_api_key(key.key_hash)
     click.echo(f"{key_id} revoked at {revoked_at}")
 
 
@@ -190,6 +191,7 @@ def failover(tenant_id: str, provider: str) -> None:
         if not set_failover(uow.session, tenant_id, None if provider == "none" else provider):
             raise click.BadParameter(f"no tenant {tenant_id}", param_hint="TENANT_ID")
         uow.commit()
+    _container().cache.invalidate_tenant(tenant_id)
     click.echo(f"failover of {tenant_id}: {provider}")
 
 

@@ -15,9 +15,12 @@ class Config:
     """Every setting of the engine; each field is read from the upper-cased env var of its name."""
 
     database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/subscription_engine"
+    database_replica_urls: str = ""
+    replica_max_lag_seconds: float = 5.0
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_ssl_cafile: str = ""
     redis_namespace: str = "se"
+    cache_ttl_seconds: float = 60.0
     kafka_bootstrap_servers: str = ""
     log_level: str = "INFO"
     db_pool_size: int = 5
@@ -32,7 +35,6 @@ class Config:
     # API
     default_rate_limit: str = "100/second"
     webhook_rate_limit: str = "50/second"
-    auth_cache_seconds: float = 5.0
     max_body_bytes: int = 65536
     idempotency_ttl_hours: int = 24
     # Worker
@@ -95,6 +97,13 @@ class Config:
     metrics_flush_seconds: float = 10.0
     metrics_port: int = 0
 
+    def __post_init__(self) -> None:
+        # SQLAlchemy reads plain postgresql:// as psycopg 3; the engine has psycopg2.
+        object.__setattr__(self, "database_url", _psycopg2(self.database_url))
+        replicas = ",".join(_psycopg2(u.strip()) for u in self.database_replica_urls.split(",")
+                            if u.strip())
+        object.__setattr__(self, "database_replica_urls", replicas)
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Config:
         """Build the config from environment variables (DATABASE_URL, REDIS_URL, ...)."""
@@ -124,3 +133,9 @@ def _coerce(raw: str, kind: type, name: str) -> Any:
         return kind(raw)
     except ValueError as exc:
         raise ValueError(f"setting {name.upper()} must be a {kind.__name__}, got {raw!r}") from exc
+
+
+def _psycopg2(url: str) -> str:
+    """A PostgreSQL URL with the psycopg2 driver named: postgresql:// and postgres:// too."""
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql+psycopg2://{rest}" if sep and scheme in ("postgresql", "postgres") else url

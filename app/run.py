@@ -61,7 +61,7 @@ def demo_key() -> str:
     if DEMO_FILE.exists():
         saved = json.loads(DEMO_FILE.read_text())
         with container.uow() as uow:
-            if authenticate(uow, saved["test_key"]) is not None:
+            if authenticate(uow.session, container.cache, saved["test_key"]) is not None:
                 return str(saved["test_key"])
     with container.uow() as uow:
         created = create_tenant(uow, "Demo merchant")

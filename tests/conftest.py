@@ -19,6 +19,7 @@ import redis
 from app.bootstrap import Container, build
 from app.config import Config
 from app.models.database import drop_database, ensure_database, migrate
+from tests.servers import Cluster, remove
 from tests.support import Api, eventually
 
 # Provider simulators and merchants with Stripe / PayPal credentials (module-scoped fixtures).
@@ -51,7 +52,6 @@ def config() -> Iterator[Config]:
         dramatiq_heartbeat_timeout_ms=5000,
         breaker_failure_threshold=5,
         breaker_recovery_seconds=2,
-        auth_cache_seconds=0,  # tests revoke keys and change limits between requests
         metrics_emf="off",  # pytest's stdout is its own; tests/e2e/test_metrics_e2e.py turns it on
     )
     yield cfg
@@ -100,6 +100,18 @@ def worker(config: Config) -> Iterator[subprocess.Popen[bytes]]:
     yield process
     process.terminate()
     process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def streaming() -> Iterator[tuple[Cluster, Cluster]]:
+    """A PostgreSQL primary of this session's own and a streaming replica of it."""
+    primary = Cluster.primary()
+    clusters = [primary]
+    try:
+        clusters.append(primary.replica())
+        yield primary, clusters[1]
+    finally:
+        remove(*reversed(clusters))
 
 
 __all__ = ["eventually"]

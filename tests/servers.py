@@ -2,18 +2,25 @@
 
 `RedisServer` is a redis-server of the test's own on a free port (no persistence);
 `SilentListener` is a TCP port that accepts connections and never answers, the way a hung
-server looks to a client.
+server looks to a client; `Cluster` is a PostgreSQL server of the test's own (initdb, run as
+user postgres), a primary or a streaming replica of one.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import psycopg2
 import redis
 
 from tests.support import eventually
@@ -106,3 +113,97 @@ class SilentListener:
         self.server.close()
         for connection in self.accepted:
             connection.close()
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_SETTINGS = """
+listen_addresses = '127.0.0.1'
+port = {port}
+unix_socket_directories = '{socket_dir}'
+hot_standby = on
+fsync = off
+shared_buffers = 16MB
+max_connections = 200
+log_min_messages = warning
+"""
+
+
+def _as_postgres(*argv: str, check: bool = True) -> None:
+    """Run a server binary as user postgres (initdb and pg_ctl refuse to run as root)."""
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run([*prefix, *argv], check=check, capture_output=True, timeout=60)
+
+
+@dataclass
+class Cluster:
+    """One running server: a primary, or a streaming replica (`pg_basebackup -R`) of one."""
+
+    directory: Path
+    port: int
+
+    @classmethod
+    def primary(cls) -> Cluster:
+        """initdb a cluster that lets 127.0.0.1 replicate from it, and start it."""
+        cluster = cls(_own_directory("primary"), free_port())
+        _as_postgres(str(PG_BIN / "initdb"), "-D", str(cluster.directory), "-U", "postgres",
+                     "--auth=trust", "--no-sync")
+        with (cluster.directory / "pg_hba.conf").open("a") as hba:
+            hba.write("host replication all 127.0.0.1/32 trust\n")
+        cluster.configure()
+        cluster.start()
+        return cluster
+
+    def replica(self) -> Cluster:
+        """A streaming replica of this cluster, started and replaying."""
+        replica = Cluster(_own_directory("replica"), free_port())
+        replica.directory.rmdir()  # pg_basebackup makes it
+        _as_postgres(str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.port),
+                     "-U", "postgres", "-D", str(replica.directory), "-R", "-X", "stream",
+                     "-c", "fast")
+        replica.configure()
+        replica.start()
+        return replica
+
+    def configure(self) -> None:
+        with (self.directory / "postgresql.conf").open("a") as conf:
+            conf.write(PG_SETTINGS.format(port=self.port, socket_dir=self.directory))
+
+    def start(self) -> None:
+        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.directory), "-l",
+                     str(self.directory / "server.log"), "-w", "start")
+
+    def stop(self, *, check: bool = True) -> None:
+        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.directory), "-m", "immediate", "-w",
+                     "stop", check=check)
+
+    def url(self, database: str = "postgres", driver: str = "+psycopg2") -> str:
+        return f"postgresql{driver}://postgres@127.0.0.1:{self.port}/{database}"
+
+    def scalar(self, sql: str, *params: Any, database: str = "postgres") -> Any:
+        """One value of one statement, in autocommit."""
+        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres",
+                                      dbname=database, connect_timeout=5)
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                row = cursor.fetchone() if cursor.description else None
+                return None if row is None else row[0]
+        finally:
+            connection.close()
+
+
+def _own_directory(name: str) -> Path:
+    """A new directory in /tmp that user postgres owns."""
+    directory = Path(tempfile.mkdtemp(prefix=f"se-test-{name}-"))
+    if os.geteuid() == 0:
+        postgres = pwd.getpwnam("postgres")
+        os.chown(directory, postgres.pw_uid, postgres.pw_gid)
+    return directory
+
+
+def remove(*clusters: Cluster) -> None:
+    """Stop the clusters (if running) and delete their files."""
+    for cluster in clusters:
+        cluster.stop(check=False)
+        shutil.rmtree(cluster.directory, ignore_errors=True)

@@ -18,7 +18,7 @@ from app.api import (
     webhook_endpoints,
     webhooks,
 )
-from app.api.context import close_uow
+from app.api.context import close_uow, remember_writes
 from app.api.limits import init_limiter
 from app.api.metrics import init_metrics
 from app.bootstrap import Container, build
@@ -51,6 +51,7 @@ def create_app(config: Config | None = None) -> Flask:
     init_metrics(app)
     app.before_request(auth.authenticate_request)  # before the limiter, which keys on the caller
     init_limiter(app, container.config)
+    app.after_request(remember_writes)
     app.teardown_request(close_uow)
     app.register_blueprint(ops.blueprint)
     for api in APIS:

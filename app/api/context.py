@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import current_app, g
+from flask import Response, current_app, g
 
 from app.bootstrap import Container
 from app.models.uow import UnitOfWork
@@ -27,7 +27,17 @@ def uow() -> UnitOfWork:
 
 def reader() -> Reader:
     """Where this request's reads run (GETs go through app.services.queries)."""
-    return Reader(container().session_factory)
+    built = container()
+    key_id = caller().key_id if "caller" in g else None
+    return Reader(built.session_factory, built.cache, built.replicas, key_id)
+
+
+def remember_writes(response: Response) -> Response:
+    """After a request that committed, reads of its API key must see what it wrote."""
+    replicas = container().replicas
+    if replicas is not None and "caller" in g and "uow" in g and g.uow.committed:
+        replicas.remember_write(caller().key_id, g.uow.session)
+    return response
 
 
 def close_uow(_: BaseException | None = None) -> None:

@@ -23,8 +23,9 @@ api = Api(Blueprint("payments", __name__), tag="Payments")
     idempotency="required",
 )
 def pay(body: schemas.PayRequest) -> ViewResult:
+    container = context.container()
     payment = payments.create_payment(
-        context.uow(), context.scope(), context.container().enqueue, **body.model_dump()
+        context.uow(), container.cache, context.scope(), container.enqueue, **body.model_dump()
     )
     return render.payment(payment), 202, {"Location": f"/payments/{payment.id}"}
 

@@ -50,4 +50,7 @@ def list_plans(query: schemas.ListQuery) -> ViewResult:
     response=schemas.Plan,
 )
 def archive_plan(plan_id: str) -> ViewResult:
-    return render.plan(plans.archive_plan(context.uow(), context.scope(), plan_id)), 200
+    archived = plans.archive_plan(
+        context.uow(), context.container().cache, context.scope(), plan_id
+    )
+    return render.plan(archived), 200

@@ -17,6 +17,7 @@ class UnitOfWork:
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._session_factory = session_factory
         self._after_commit: list[Callable[[], None]] = []
+        self.committed = False  # whether anything was committed (the API remembers writes)
 
     def __enter__(self) -> UnitOfWork:
         self.session = self._session_factory()
@@ -38,6 +39,7 @@ class UnitOfWork:
     def commit(self) -> None:
         """Commit, then run the after-commit callbacks in the order they were added."""
         self.session.commit()
+        self.committed = True
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
             callback()

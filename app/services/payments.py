@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.cache import Cache
 from app.clock import utcnow
 from app.events import outbox
 from app.ids import new_id
@@ -30,6 +31,7 @@ Enqueue = Callable[..., None]
 
 def create_payment(
     uow: UnitOfWork,
+    cache: Cache,
     scope: Scope,
     enqueue: Enqueue,
     *,
@@ -41,10 +43,10 @@ def create_payment(
     metadata: dict[str, Any],
 ) -> Payment:
     """Record a pending one-time payment and its `payment.created` event; charge after commit."""
-    method = uow.session.scalar(
-        scope.query(PaymentMethod).where(PaymentMethod.id == payment_method_id)
+    method = cache.payment_method(
+        scope, payment_method_id, lambda: _method_owner(uow.session, scope, payment_method_id)
     )
-    if method is None or method.customer_id != customer_id:  # the customer's own method
+    if method is None or method["customer_id"] != customer_id:  # the customer's own method
         scope.get(uow.session, Customer, customer_id)  # implies the customer; else say which
         scope.get(uow.session, PaymentMethod, payment_method_id)
         raise Invalid("payment_method_id", "This payment method belongs to another customer.")
@@ -55,6 +57,12 @@ def create_payment(
     )
     uow.after_commit(lambda: enqueue("charge_payment", payment.id))
     return payment
+
+
+def _method_owner(session: Session, scope: Scope, method_id: str) -> dict[str, Any] | None:
+    query = scope.query(PaymentMethod).where(PaymentMethod.id == method_id)
+    customer_id = session.scalar(query.with_only_columns(PaymentMethod.customer_id))
+    return None if customer_id is None else {"customer_id": customer_id}
 
 
 def new_payment(

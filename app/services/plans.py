@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.cache import Cache
 from app.clock import utcnow
 from app.ids import new_id
 from app.models import Plan
@@ -44,9 +45,10 @@ def create_plan(
     return plan
 
 
-def archive_plan(uow: UnitOfWork, scope: Scope, plan_id: str) -> Plan:
+def archive_plan(uow: UnitOfWork, cache: Cache, scope: Scope, plan_id: str) -> Plan:
     """Stop new subscriptions to a plan; existing ones go on."""
     plan = scope.get(uow.session, Plan, plan_id, lock=True)
     if plan.archived_at is None:
         plan.archived_at = utcnow()
+        uow.after_commit(lambda: cache.invalidate_plan(scope, plan_id))
     return plan

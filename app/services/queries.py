@@ -12,10 +12,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import render
+from app.cache import Cache
 from app.models import (
     Customer,
     Payment,
@@ -28,6 +30,7 @@ from app.models import (
     WebhookEndpoint,
 )
 from app.models.base import TenantOwned
+from app.replicas import Replica, Replicas, parse_lsn
 from app.services.clocks import get_clock
 from app.services.errors import Forbidden, NotFound
 from app.services.scope import Scope
@@ -40,14 +43,45 @@ Page = tuple[list[Json], bool]
 
 @dataclass(frozen=True)
 class Reader:
-    """Where one caller's reads run."""
+    """Where one caller's reads run, and the cache they may be answered from."""
 
     primary: sessionmaker[Session]
+    cache: Cache
+    replicas: Replicas | None = None
+    key_id: str | None = None  # whose own writes every read must see
 
-    def run(self, read: Callable[[Session], T]) -> T:
-        """Run `read` in a read-only transaction of its own and return what it returns."""
-        with self.primary() as session:
+    def run(self, read: Callable[[Session], T], *, fresh: bool = False) -> T:
+        """Run `read` in a transaction of its own and return what it returns.
+
+        On a replica that has replayed this caller's last write, else on the primary;
+        `fresh`: on the primary (a cache fill, the sandbox ledger). A replica that fails
+        mid-read costs a retry on the primary, never an error.
+        """
+        if fresh or self.replicas is None:
+            return self._on(self.primary, read)
+        needed = self.replicas.last_write(self.key_id)
+        chosen = self.replicas.choose(needed)
+        if chosen is not None:
+            replica, caught_up = chosen
+            try:
+                with replica.sessions() as session:
+                    if caught_up or self._replayed(session, replica) >= needed:
+                        return read(session)
+            except (OperationalError, InterfaceError) as exc:
+                self.replicas.failed(replica, exc)
+                return self._on(self.primary, read)
+        self.replicas.fell_back()
+        return self._on(self.primary, read)
+
+    @staticmethod
+    def _on(sessions: sessionmaker[Session], read: Callable[[Session], T]) -> T:
+        with sessions() as session:
             return read(session)
+
+    @staticmethod
+    def _replayed(session: Session, replica: Replica) -> int:
+        replica.saw(parse_lsn(session.scalar(text("SELECT pg_last_wal_replay_lsn()"))))
+        return replica.replayed
 
 
 def payment(reader: Reader, scope: Scope, payment_id: str) -> Json:
@@ -88,7 +122,10 @@ def refunds(reader: Reader, scope: Scope, payment_id: str, *, limit: int,
 
 
 def plan(reader: Reader, scope: Scope, plan_id: str) -> Json:
-    return reader.run(lambda s: render.plan(scope.get(s, Plan, plan_id)))
+    found = reader.cache.plan(scope, plan_id, lambda: reader.run(
+        lambda s: render.plan(scope.get(s, Plan, plan_id)), fresh=True))
+    assert found is not None  # a missing plan raised NotFound
+    return found
 
 
 def plans(reader: Reader, scope: Scope, *, limit: int, starting_after: str | None) -> Page:
@@ -116,7 +153,7 @@ def sandbox_charges(reader: Reader, scope: Scope, payment_id: str | None) -> lis
     if payment_id is not None:
         query = query.where(SandboxCharge.payment_id == payment_id)
     query = query.order_by(SandboxCharge.id.desc()).limit(1000)
-    return reader.run(lambda s: [render.sandbox_charge(c) for c in s.scalars(query)])
+    return reader.run(lambda s: [render.sandbox_charge(c) for c in s.scalars(query)], fresh=True)
 
 
 def webhook_endpoint(reader: Reader, scope: Scope, endpoint_id: str) -> Json:

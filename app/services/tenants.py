@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from app.cache import Cache
 from app.clock import utcnow
 from app.ids import new_id
 from app.models import ApiKey, Tenant
@@ -90,15 +93,38 @@ def _add_key(uow: UnitOfWork, tenant_id: str, livemode: bool) -> tuple[ApiKey, s
     return key, raw
 
 
-def authenticate(uow: UnitOfWork, raw_key: str) -> Caller | None:
-    """The caller behind a raw API key, or None when it is unknown or revoked."""
-    row = uow.session.execute(
-        select(ApiKey.id, ApiKey.tenant_id, ApiKey.livemode, Tenant.rate_limit)
-        .join(Tenant, Tenant.id == ApiKey.tenant_id)
-        .where(ApiKey.key_hash == hash_key(raw_key), ApiKey.revoked_at.is_(None))
-    ).one_or_none()
-    if row is None:
+def authenticate(session: Session, cache: Cache, raw_key: str) -> Caller | None:
+    """The caller behind a raw API key, or None when it is unknown or revoked.
+
+    Both the key and its tenant's settings come through the cache; whoever revokes a key
+    or changes a tenant calls cache.invalidate_api_key / invalidate_tenant after commit.
+    """
+    digest = hash_key(raw_key)
+    key = cache.api_key(digest, lambda: _live_key(session, digest))
+    if key is None:
         return None
-    return Caller(
-        key_id=row.id, scope=Scope(row.tenant_id, row.livemode), rate_limit=row.rate_limit
-    )
+    settings = tenant_settings(session, cache, key["tenant_id"])
+    if settings is None:
+        return None
+    return Caller(key_id=key["key_id"], scope=Scope(key["tenant_id"], key["livemode"]),
+                  rate_limit=settings["rate_limit"])
+
+
+def tenant_settings(session: Session, cache: Cache, tenant_id: str) -> dict[str, Any] | None:
+    """A tenant's settings (rate limit, dunning retry days, failover provider), cached."""
+    def load() -> dict[str, Any] | None:
+        row = session.execute(
+            select(Tenant.rate_limit, Tenant.dunning_retry_days, Tenant.failover_provider)
+            .where(Tenant.id == tenant_id)
+        ).one_or_none()
+        return None if row is None else dict(row._mapping)
+
+    return cache.tenant(tenant_id, load)
+
+
+def _live_key(session: Session, digest: str) -> dict[str, Any] | None:
+    row = session.execute(
+        select(ApiKey.id.label("key_id"), ApiKey.tenant_id, ApiKey.livemode)
+        .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+    ).one_or_none()
+    return None if row is None else dict(row._mapping)

@@ -24,7 +24,7 @@ from tests.support import eventually
 
 
 @contextmanager
-def _own_database(config: Config) -> Iterator[Config]:
+def own_database(config: Config) -> Iterator[Config]:
     """`config` on a fresh database and Redis namespace of its own, dropped afterwards.
 
     The session's database is shared with tests that start their own workers and leave
@@ -51,7 +51,7 @@ def _own_database(config: Config) -> Iterator[Config]:
 @pytest.fixture(scope="session")
 def stack(config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """gunicorn (2 workers), `dramatiq app.jobs` and the scheduler, ready and warmed up."""
-    with _own_database(config) as own:
+    with own_database(config) as own:
         running = Stack(own, tmp_path_factory.mktemp("e2e-logs"))
         try:
             running.start("api", "worker", "scheduler")
@@ -80,7 +80,7 @@ def client(stack: Stack) -> Client:
 
 @pytest.fixture(scope="module")
 def _own_stack(config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with _own_database(config) as own:
+    with own_database(config) as own:
         running = Stack(own, tmp_path_factory.mktemp("own-stack-logs"), web_workers=1)
         try:
             yield running
@@ -118,7 +118,7 @@ def redis_stack(
 
     Lock waits may last 30 s, so a test can hold a request inside its view with a lock.
     """
-    with _own_database(replace(config, redis_url=own_redis.url,
+    with own_database(replace(config, redis_url=own_redis.url,
                                db_lock_timeout_ms=30_000)) as own:
         running = Stack(own, tmp_path_factory.mktemp("redis-stack-logs"))
         try:

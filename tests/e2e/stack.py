@@ -238,16 +238,20 @@ class Stack:
 
     def tenant(self, name: str, rate_limit: str | None = None) -> Client:
         """A new tenant made with the operator CLI, as a client of its test key."""
-        argv = [str(BIN / "flask"), "--app", "wsgi", "tenants", "create", name, "--json"]
+        argv = ["tenants", "create", name, "--json"]
         if rate_limit:
             argv += ["--rate-limit", rate_limit]
+        keys = json.loads(self.cli(*argv).strip().splitlines()[-1])
+        return Client(self.base_url, keys["tenant_id"], keys["test_key"], keys["live_key"])
+
+    def cli(self, *argv: str) -> str:
+        """An operator command, `flask --app wsgi ARGV...`, on this stack's settings: its output."""
         done = subprocess.run(
-            argv, env=child_env(self.config), cwd=ROOT, capture_output=True, text=True,
-            timeout=60, check=False,
+            [str(BIN / "flask"), "--app", "wsgi", *argv], env=child_env(self.config), cwd=ROOT,
+            capture_output=True, text=True, timeout=60, check=False,
         )
         assert done.returncode == 0, done.stderr
-        keys = json.loads(done.stdout.strip().splitlines()[-1])
-        return Client(self.base_url, keys["tenant_id"], keys["test_key"], keys["live_key"])
+        return done.stdout
 
     @cached_property
     def db(self) -> Engine:

@@ -12,6 +12,7 @@ from sqlalchemy import update
 
 from app.bootstrap import Container
 from app.models import ApiKey
+from app.services.tenants import hash_key
 from tests.integration.checks import assert_problem, rows
 from tests.support import Api
 
@@ -69,6 +70,7 @@ def test_a_revoked_key_is_refused(api: Api, container: Container) -> None:
             .values(revoked_at=datetime.now(UTC))
         )
         uow.commit()
+    container.cache.invalidate_api_key(hash_key(api.test_key))  # as `keys revoke` does
     assert_problem(api.get("/customers"), 401, "unauthorized")
     api.ok(api.get("/customers", key=api.live_key), 200)
 

@@ -52,7 +52,7 @@ def provider_calls() -> float:
 
 
 def ledger(container: Container, tenant_id: str) -> int:
-    reader = Reader(container.session_factory)
+    reader = Reader(container.session_factory, container.cache)
     return len(queries.sandbox_charges(reader, Scope(tenant_id, livemode=False), None))
 
 

@@ -1,0 +1,128 @@
+"""The Redis cache of what hot paths read again and again, shared by every process.
+
+Cached (key → value, each for at most CACHE_TTL_SECONDS):
+  api_key          SHA-256 of an API key → its id, tenant and mode (unknown keys are not cached)
+  tenant           tenant id → its settings (rate limit, dunning retry days, failover provider)
+  payment_method   (tenant, mode, method id) → the customer it belongs to (for /pay)
+  plan             (tenant, mode, plan id) → the plan as the API shows it
+
+Whoever changes one of these calls its `invalidate_*` right after the commit that changed
+it; the TTL is only the backstop. Invalidating leaves a tombstone for a few seconds and
+fills use SET NX, so a request that read the database just before the change cannot put
+the old value back. Fills always read the primary. Redis down or slow: every read falls
+through to the database, for a second without even asking Redis; a cache never fails a
+request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from prometheus_client import Counter
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from app.services.scope import Scope
+
+log = logging.getLogger(__name__)
+Json = dict[str, Any]
+
+HITS = Counter("cache_hits_total", "Reads served from the Redis cache (CacheHits)", ["cache"])
+MISSES = Counter("cache_misses_total", "Reads the cache did not have (CacheMisses)", ["cache"])
+#: Connect and answer timeout of the cache's Redis client: a slow Redis must not slow a request.
+TIMEOUT_SECONDS = 0.5
+#: How long an invalidated entry may not be filled again: longer than any fill's own read.
+TOMBSTONE_SECONDS = 10
+#: How long the cache is bypassed after Redis failed to answer.
+BYPASS_SECONDS = 1.0
+_TOMBSTONE = b"-"
+
+
+def connect(url: str, **options: Any) -> redis.Redis:
+    """A Redis client for the cache: `options` (TLS) with shorter timeouts than every other
+    client's, and no retries: the database is there."""
+    return redis.Redis.from_url(url, **{**options, "socket_timeout": TIMEOUT_SECONDS,
+                                        "socket_connect_timeout": TIMEOUT_SECONDS},
+                                retry=Retry(NoBackoff(), 0))
+
+
+class Cache:
+    """Read-through entries in Redis under `<namespace>:cache:`; see the module docstring."""
+
+    def __init__(self, client: redis.Redis, namespace: str, ttl_seconds: float) -> None:
+        self.client = client
+        self._prefix = f"{namespace}:cache:"
+        self._ttl_ms = int(ttl_seconds * 1000)
+        self._bypass_until = 0.0
+
+    def api_key(self, key_hash: str, load: Callable[[], Json | None]) -> Json | None:
+        """{"key_id", "tenant_id", "livemode"} of a live API key, or None."""
+        return self._through("api_key", key_hash, load)
+
+    def invalidate_api_key(self, key_hash: str) -> None:
+        self._invalidate("api_key", key_hash)
+
+    def tenant(self, tenant_id: str, load: Callable[[], Json | None]) -> Json | None:
+        """A tenant's settings: {"rate_limit", "dunning_retry_days", "failover_provider"}."""
+        return self._through("tenant", tenant_id, load)
+
+    def invalidate_tenant(self, tenant_id: str) -> None:
+        self._invalidate("tenant", tenant_id)
+
+    def payment_method(self, scope: Scope, method_id: str,
+                       load: Callable[[], Json | None]) -> Json | None:
+        """{"customer_id"} of a payment method in scope, or None."""
+        return self._through("payment_method", _scoped(scope, method_id), load)
+
+    def invalidate_payment_method(self, scope: Scope, method_id: str) -> None:
+        self._invalidate("payment_method", _scoped(scope, method_id))
+
+    def plan(self, scope: Scope, plan_id: str, load: Callable[[], Json | None]) -> Json | None:
+        """A plan in scope as the API renders it, or None."""
+        return self._through("plan", _scoped(scope, plan_id), load)
+
+    def invalidate_plan(self, scope: Scope, plan_id: str) -> None:
+        self._invalidate("plan", _scoped(scope, plan_id))
+
+    def _through(self, kind: str, ident: str, load: Callable[[], Json | None]) -> Json | None:
+        key = f"{self._prefix}{kind}:{ident}"
+        found = self._call(lambda: self.client.get(key)) if self._ttl_ms > 0 else None
+        if isinstance(found, bytes) and found != _TOMBSTONE:
+            HITS.labels(kind).inc()
+            value: Json = json.loads(found)
+            return value
+        MISSES.labels(kind).inc()
+        loaded = load()
+        if loaded is not None and found is None and self._ttl_ms > 0:
+            encoded = json.dumps(loaded, separators=(",", ":"))
+            self._call(lambda: self.client.set(key, encoded, px=self._ttl_ms, nx=True))
+        return loaded
+
+    def _invalidate(self, kind: str, ident: str) -> None:
+        key = f"{self._prefix}{kind}:{ident}"
+        if self._call(lambda: self.client.set(key, _TOMBSTONE, ex=TOMBSTONE_SECONDS),
+                      always=True) is None:
+            log.error("cache invalidation failed; the entry expires on its TTL",
+                      extra={"cache": kind})
+
+    def _call(self, command: Callable[[], Any], *, always: bool = False) -> Any:
+        """Run a Redis command; None when Redis is down, slow, or (unless `always`) was
+        a moment ago."""
+        if not always and time.monotonic() < self._bypass_until:
+            return None
+        try:
+            return command()
+        except redis.RedisError as exc:
+            self._bypass_until = time.monotonic() + BYPASS_SECONDS
+            log.warning("cache unavailable; reading the database",
+                        extra={"error": type(exc).__name__})
+            return None
+
+
+def _scoped(scope: Scope, object_id: str) -> str:
+    return f"{scope.tenant_id}:{int(scope.livemode)}:{object_id}"
