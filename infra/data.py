@@ -9,6 +9,8 @@ operator (docs/deploy.md).
 
 from __future__ import annotations
 
+from typing import Any
+
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
@@ -33,6 +35,8 @@ DB_USER = "engine"
 DB_TLS = "sslmode=require"
 #: Topics the relay publishes to and creates when missing; the webhook dispatcher reads them.
 TOPICS = tuple(sorted(set(OUTBOX_TOPICS.values())))
+#: Redis nodes: a primary and a replica in another zone, which takes over automatically.
+REDIS_NODES = 2
 #: Secrets whose value this stack composes; every other secret the tasks read is set by hand.
 COMPOSED = ("DATABASE_URL", "DATABASE_REPLICA_URLS", "REDIS_URL")
 #: Characters a generated password may not contain: they would need escaping in a URL.
@@ -83,7 +87,7 @@ class DataStack(cdk.Stack):
             logs.LogGroup(self, f"{identifier}-logs", retention=settings.retention,
                           log_group_name=f"/aws/rds/instance/{identifier}/postgresql",
                           removal_policy=cdk.RemovalPolicy.RETAIN)
-        common = dict(
+        common: dict[str, Any] = dict(
             instance_type=instance_type, vpc=network.vpc, vpc_subnets=network.data_subnets,
             security_groups=[network.postgres], parameter_group=parameters,
             deletion_protection=True, iam_authentication=True,
@@ -102,11 +106,11 @@ class DataStack(cdk.Stack):
             storage_type=rds.StorageType.GP3,
             backup_retention=cdk.Duration.days(settings.db_backup_days),
             copy_tags_to_snapshot=True,
-            **common,  # type: ignore[arg-type]
+            **common,
         )
         self.replica = rds.DatabaseInstanceReadReplica(
             self, "PostgresReplica", source_database_instance=self.database,
-            instance_identifier=f"{NAME}-replica", multi_az=False, **common,  # type: ignore[arg-type]
+            instance_identifier=f"{NAME}-replica", multi_az=False, **common,
         )
         acknowledge(self.database, "AwsSolutions-RDS11",
                     "The default port is no secret; only the tasks' security groups reach "
@@ -143,7 +147,7 @@ class DataStack(cdk.Stack):
             replication_group_description="Dramatiq broker, rate limits and caches",
             engine="redis", engine_version="7.1",
             cache_node_type=self.settings.redis_node_type,
-            num_cache_clusters=2, automatic_failover_enabled=True, multi_az_enabled=True,
+            num_cache_clusters=REDIS_NODES, automatic_failover_enabled=True, multi_az_enabled=True,
             transit_encryption_enabled=True, transit_encryption_mode="required",
             at_rest_encryption_enabled=True,
             auth_token=self.redis_auth.secret_value.unsafe_unwrap(),
@@ -157,7 +161,7 @@ class DataStack(cdk.Stack):
     #: ElastiCache names a replication group's members <group id>-001, -002, ...
     @property
     def redis_members(self) -> list[str]:
-        return [f"{NAME}-{n:03d}" for n in range(1, 3)]
+        return [f"{NAME}-{n:03d}" for n in range(1, REDIS_NODES + 1)]
 
     # --- Kafka ------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from infra.metrics import engine_metric
 from infra.nag import acknowledge
 from infra.network import HTTPS_PORT, NetworkStack
 from infra.processes import (
+    API_PORT,
     HEALTH_CHECK,
     LOG_GROUP,
     MAX_BUFFER_BYTES,
@@ -186,7 +187,7 @@ class ServicesStack(cdk.Stack):
             certificates=[elbv2.ListenerCertificate.from_arn(settings.certificate_arn)],
             ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS)
         self.target_group = listener.add_targets(
-            "Api", port=8000, protocol=elbv2.ApplicationProtocol.HTTP,
+            "Api", port=API_PORT, protocol=elbv2.ApplicationProtocol.HTTP,
             targets=[self.services["api"]],
             deregistration_delay=cdk.Duration.seconds(30),
             health_check=elbv2.HealthCheck(
