@@ -23,17 +23,15 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from prometheus_client import Counter
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from app.services.scope import Scope
+from app.telemetry import metrics
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
 
-HITS = Counter("cache_hits_total", "Reads served from the Redis cache (CacheHits)", ["cache"])
-MISSES = Counter("cache_misses_total", "Reads the cache did not have (CacheMisses)", ["cache"])
 #: Connect and answer timeout of the cache's Redis client: a slow Redis must not slow a request.
 TIMEOUT_SECONDS = 0.5
 #: How long an invalidated entry may not be filled again: longer than any fill's own read.
@@ -93,10 +91,10 @@ class Cache:
         key = f"{self._prefix}{kind}:{ident}"
         found = self._call(lambda: self.client.get(key)) if self._ttl_ms > 0 else None
         if isinstance(found, bytes) and found != _TOMBSTONE:
-            HITS.labels(kind).inc()
+            metrics.count("CacheHits", Cache=kind)
             value: Json = json.loads(found)
             return value
-        MISSES.labels(kind).inc()
+        metrics.count("CacheMisses", Cache=kind)
         loaded = load()
         if loaded is not None and found is None and self._ttl_ms > 0:
             encoded = json.dumps(loaded, separators=(",", ":"))

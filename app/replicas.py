@@ -22,18 +22,15 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import redis
-from prometheus_client import Counter, Gauge
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.telemetry import metrics
+
 log = logging.getLogger(__name__)
 
-LAG = Gauge("replica_lag_seconds", "Replay lag of a read replica (ReplicaLag)", ["replica"],
-            multiprocess_mode="max")
-FALLBACKS = Counter("replica_fallbacks_total",
-                    "Reads sent to the primary: no replica up or caught up (ReplicaFallbacks)")
 #: How often the monitor asks the primary and every replica where they are.
 PROBE_SECONDS = 0.5
 #: A replica not heard from for this long is skipped (its probe hangs or fails).
@@ -104,11 +101,11 @@ class Replicas:
         return chosen, chosen.replayed >= needed
 
     def fell_back(self) -> None:
-        FALLBACKS.inc()
+        metrics.count("ReplicaFallbacks")
 
     def failed(self, replica: Replica, exc: Exception) -> None:
         """A read on `replica` failed: skip it until the monitor hears from it again."""
-        FALLBACKS.inc()
+        metrics.count("ReplicaFallbacks")
         replica.replayed = 0  # it may come back behind (see Replica.saw)
         if replica.usable:
             replica.usable = False
@@ -193,6 +190,8 @@ class Replicas:
             self._history.popleft()
         for replica in self.replicas:
             self._probe(replica, current)
+        worst = max((replica.lag for replica in self.replicas), default=0.0)
+        metrics.gauge("ReplicaLag", min(worst, 1e6))  # inf: never heard from
 
     def _probe(self, replica: Replica, current: int) -> None:
         try:
@@ -204,7 +203,6 @@ class Replicas:
         replica.saw(replayed)
         replica.heard_at = time.monotonic()
         replica.lag = self._lag(replica.replayed, current)
-        LAG.labels(replica.name).set(min(replica.lag, 1e6))
         if replica.lag > self.max_lag:
             self._set(replica, usable=False, why=f"behind by {replica.lag:.1f}s")
         else:

@@ -73,7 +73,7 @@ def reads_on(server: Cluster, database: str) -> int:
 
 
 def fallbacks() -> float:
-    return REGISTRY.get_sample_value("replica_fallbacks_total") or 0.0
+    return REGISTRY.get_sample_value("subscription_engine_replica_fallbacks_total") or 0.0
 
 
 def database_of(app: Flask) -> str:
