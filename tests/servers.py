@@ -142,16 +142,34 @@ class Cluster:
     port: int
 
     @classmethod
-    def primary(cls) -> Cluster:
-        """initdb a cluster that lets 127.0.0.1 replicate from it, and start it."""
+    def primary(cls, tls: Pair | None = None) -> Cluster:
+        """initdb a cluster that lets 127.0.0.1 replicate from it, and start it.
+
+        With `tls` (its certificate), `ssl = on` and only TLS connections are accepted, its
+        replicas' too (pg_basebackup copies the certificate and the settings).
+        """
         cluster = cls(_own_directory("primary"), free_port())
         _as_postgres(str(PG_BIN / "initdb"), "-D", str(cluster.directory), "-U", "postgres",
                      "--auth=trust", "--no-sync")
-        with (cluster.directory / "pg_hba.conf").open("a") as hba:
-            hba.write("host replication all 127.0.0.1/32 trust\n")
+        if tls is None:
+            with (cluster.directory / "pg_hba.conf").open("a") as hba:
+                hba.write("host replication all 127.0.0.1/32 trust\n")
+        else:
+            cluster.serve_tls_only(tls)
         cluster.configure()
         cluster.start()
         return cluster
+
+    def serve_tls_only(self, tls: Pair) -> None:
+        for source, name in ((tls.cert, "server.crt"), (tls.key, "server.key")):
+            shutil.copy(source, self.directory / name)
+            shutil.chown(self.directory / name, "postgres", "postgres")
+            (self.directory / name).chmod(0o600)
+        with (self.directory / "postgresql.conf").open("a") as conf:
+            conf.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+        (self.directory / "pg_hba.conf").write_text(
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n"
+            "hostssl replication all 127.0.0.1/32 trust\n")
 
     def replica(self) -> Cluster:
         """A streaming replica of this cluster, started and replaying."""
