@@ -190,8 +190,9 @@ class Replicas:
             self._history.popleft()
         for replica in self.replicas:
             self._probe(replica, current)
-        worst = max((replica.lag for replica in self.replicas), default=0.0)
-        metrics.gauge("ReplicaLag", min(worst, 1e6))  # inf: never heard from
+        measured = [r.lag for r in self.replicas if r.lag != float("inf")]
+        if measured:  # not yet known (a first probe) is not reported as a lag
+            metrics.gauge("ReplicaLag", max(measured))
 
     def _probe(self, replica: Replica, current: int) -> None:
         try:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import update
 
 from app.bootstrap import Container
@@ -18,6 +19,11 @@ from app.services.tenants import authenticate, hash_key
 from tests.integration.checks import assert_problem
 from tests.servers import SilentListener
 from tests.support import Api
+
+
+def cache_hits(kind: str) -> float:
+    found = REGISTRY.get_sample_value("subscription_engine_cache_hits_total", {"cache": kind})
+    return found or 0.0
 
 
 def revoke_behind_the_engines_back(container: Container, api: Api) -> None:
@@ -31,8 +37,10 @@ def test_a_key_is_answered_from_the_cache_until_it_is_invalidated(
     api: Api, container: Container
 ) -> None:
     api.ok(api.get("/customers"), 200)
+    hits = cache_hits("api_key")
     revoke_behind_the_engines_back(container, api)
     api.ok(api.get("/customers"), 200)  # plain SQL: the cached entry still answers (TTL)
+    assert cache_hits("api_key") == hits + 1
     container.cache.invalidate_api_key(hash_key(api.test_key))
     assert_problem(api.get("/customers"), 401, "unauthorized")
     assert_problem(api.get("/customers", key=api.live_key), 401)  # never cached: read fresh
