@@ -20,7 +20,9 @@ from app.api.responses import ViewResult, json_response
 from app.services import idempotency
 
 HEADER = "Idempotency-Key"
-_VALID_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+#: 1-255 printable ASCII characters; spaces only inside (HTTP strips them at either end).
+KEY_PATTERN = r"^[!-~]([ -~]{0,253}[!-~])?$"
+_VALID_KEY = re.compile(KEY_PATTERN)
 
 
 def run(view: Callable[[], ViewResult], *, required: bool, fingerprint: str) -> Response:
@@ -35,7 +37,9 @@ def run(view: Callable[[], ViewResult], *, required: bool, fingerprint: str) -> 
         return response
     if not _VALID_KEY.fullmatch(key):
         raise Problem(
-            400, "invalid_idempotency_key", f"{HEADER} must be 1-255 printable ASCII characters."
+            400, "invalid_idempotency_key",
+            f"{HEADER} must be 1-255 printable ASCII characters, not starting or ending with "
+            "a space.",
         )
     scope = context.scope()
     if not idempotency.lock(uow.session, scope, key):

@@ -9,20 +9,31 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from app.api import schemas
+from app.api.idempotency import HEADER, KEY_PATTERN
 from app.api.routing import Endpoint
 
 REF = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"<(?:\w+:)?(\w+)>")
 _ERRORS = {
-    400: "Malformed request",
-    401: "Missing or unknown API key",
-    404: "Unknown id (or another tenant's)",
-    409: "State conflict or key in flight",
+    400: "Malformed JSON, or a missing or malformed Idempotency-Key",
+    401: "Missing, unknown or revoked API key",
+    403: "A live key on a test-only resource (test clocks, the sandbox)",
+    404: "Unknown id, or another tenant's or mode's",
+    409: "State conflict (code says which), or a request with this Idempotency-Key still "
+         "in flight (idempotency_key_in_use)",
     413: "Body over 64 KiB",
     415: "Body is not JSON",
-    422: "Validation failed",
-    429: "Rate limited",
+    422: "Validation failed (errors lists every bad field), or this Idempotency-Key was used "
+         "with another request (idempotency_key_reuse)",
+    429: "Rate limited (Retry-After, RateLimit-* headers)",
     503: "A dependency is down; nothing was written",
+}
+#: What a public endpoint (no API key: provider webhooks) can answer besides success.
+_PUBLIC_ERRORS = {
+    400: "Bad or missing signature; nothing changed",
+    413: _ERRORS[413],
+    429: _ERRORS[429],
+    503: "The provider could not be asked; deliver the event again later",
 }
 
 
@@ -60,18 +71,27 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
     if endpoint.idempotency is not None:
         operation["parameters"].append(
             {
-                "name": "Idempotency-Key",
+                "name": HEADER,
                 "in": "header",
                 "required": endpoint.idempotency == "required",
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "description": "The same key and body within 24 hours replay the first answer "
+                "(Idempotent-Replayed: true).",
+                "schema": {"type": "string", "pattern": KEY_PATTERN},
             }
         )
+    operation["parameters"] += [
+        {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
+        for name in endpoint.headers
+    ]
     if endpoint.body is not None:
         operation["requestBody"] = {
-            "required": True,
+            # A body whose every field is optional may be left out: it is taken as {}.
+            "required": bool(endpoint.body.model_json_schema().get("required")),
             "content": {"application/json": {"schema": {"$ref": _ref(endpoint.body)}}},
         }
-    for status, description in _ERRORS.items():
+    if endpoint.public:
+        operation["security"] = []  # no API key: the provider's signature is checked instead
+    for status, description in (_PUBLIC_ERRORS if endpoint.public else _ERRORS).items():
         operation["responses"][str(status)] = {
             "description": description,
             "content": {

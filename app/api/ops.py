@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, send_from_directory
+from flask import Blueprint, Response, current_app
+from flask_swagger_ui import get_swaggerui_blueprint
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
-from swagger_ui_bundle import swagger_ui_path
 
 from app.api import context
 from app.api.errors import problem_response
 from app.telemetry import metrics as telemetry
 
 blueprint = Blueprint("ops", __name__)
-DOCS_PAGE = """<!doctype html>
-<html><head><title>Subscription Engine API</title>
-<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
-<body><div id="ui"></div><script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script></body></html>"""
+# /docs: Swagger UI 5 (it reads OpenAPI 3.1), served offline from flask-swagger-ui's copy.
+blueprint.register_blueprint(get_swaggerui_blueprint(
+    "/docs", "/openapi.json", config={"app_name": "Subscription Engine API"}))
 
 
 @blueprint.get("/healthz")
@@ -50,16 +48,6 @@ def metrics() -> Response:
 def openapi() -> dict[str, Any]:
     document: dict[str, Any] = current_app.extensions["openapi"]
     return document
-
-
-@blueprint.get("/docs")
-def docs() -> Response:
-    return Response(DOCS_PAGE, mimetype="text/html")
-
-
-@blueprint.get("/docs/static/<path:name>")
-def docs_static(name: str) -> Response:
-    return send_from_directory(str(swagger_ui_path), name)
 
 
 def _check_db() -> bool:

@@ -40,6 +40,8 @@ class Endpoint:
     list_response: bool
     idempotency: Idempotency | None
     public: bool
+    #: Request headers the endpoint requires besides the API key (e.g. a provider signature).
+    headers: tuple[str, ...] = ()
 
 
 @dataclass

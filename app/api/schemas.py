@@ -6,6 +6,7 @@ reports every bad field at once, and emits JSON Schema 2020-12, which OpenAPI 3.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -13,14 +14,17 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
     StringConstraints,
+    WithJsonSchema,
 )
 
-from app.billing.money import MAX_AMOUNT, MIN_AMOUNT, is_supported_currency
+from app.billing.money import CURRENCY_EXPONENTS, MAX_AMOUNT, MIN_AMOUNT, is_supported_currency
 from app.billing.subscription_state import Status
+from app.events.outbox import EVENT_TYPES
 from app.models import PaymentStatus, Provider
 
 
@@ -40,28 +44,60 @@ def _currency(value: str) -> str:
     return value
 
 
+#: An RFC 3339 time from 1971 to 8999 (what _utc accepts, whatever the offset), to the
+#: microsecond: the one form of time the API takes.
+RFC3339 = (
+    r"^(197[1-9]|19[89]\d|[2-8]\d{3})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-](0\d|1[0-4]):[0-5]\d)$"
+)
+
+
+def _rfc3339(value: Any) -> Any:
+    """Only strings in RFC 3339 form are times (no numbers: 0 is not 1970)."""
+    if not isinstance(value, str) or not re.fullmatch(RFC3339, value):
+        raise ValueError("must be an RFC 3339 time string, e.g. '2026-01-31T00:00:00Z'")
+    return value
+
+
 def _utc(value: datetime) -> datetime:
     if not (datetime(1970, 1, 1, tzinfo=UTC) <= value <= datetime(9000, 1, 1, tzinfo=UTC)):
         raise ValueError("must be between 1970 and 9000")
     return value.astimezone(UTC)
 
 
-def _metadata(value: dict[str, str]) -> dict[str, str]:
-    if len(value) > 50:
-        raise ValueError("at most 50 keys")
-    return value
-
-
-Text = Annotated[str, AfterValidator(_clean_text)]
-Id = Annotated[str, StringConstraints(min_length=1, max_length=40), AfterValidator(_clean_text)]
+#: No NUL character (PostgreSQL refuses them): said in the schema, enforced by _clean_text too.
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, StringConstraints(pattern=NO_NUL), AfterValidator(_clean_text)]
+Id = Annotated[Text, StringConstraints(min_length=1, max_length=40)]
 Amount = Annotated[StrictInt, Field(ge=MIN_AMOUNT, le=MAX_AMOUNT)]
-Currency = Annotated[str, StringConstraints(min_length=3, max_length=3), AfterValidator(_currency)]
-MetadataKey = Annotated[
-    str, StringConstraints(min_length=1, max_length=40), AfterValidator(_clean_text)
+Currency = Annotated[
+    str,
+    AfterValidator(_currency),
+    WithJsonSchema({"type": "string", "enum": sorted(CURRENCY_EXPONENTS),
+                    "description": "Lowercase ISO 4217 code"}),
 ]
+Time = Annotated[
+    AwareDatetime,
+    BeforeValidator(_rfc3339),
+    Field(strict=False),
+    AfterValidator(_utc),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": RFC3339,
+                    "examples": ["2026-01-31T00:00:00Z"]}),
+]
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=40),
+                        AfterValidator(_clean_text)]
 MetadataValue = Annotated[str, StringConstraints(max_length=500), AfterValidator(_clean_text)]
-Metadata = Annotated[dict[MetadataKey, MetadataValue], AfterValidator(_metadata)]
-Email = Annotated[Text, StringConstraints(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+Metadata = Annotated[
+    dict[MetadataKey, MetadataValue],
+    Field(max_length=50),
+    WithJsonSchema({
+        "type": "object", "maxProperties": 50,
+        "propertyNames": {"type": "string", "minLength": 1, "maxLength": 40, "pattern": NO_NUL},
+        "additionalProperties": {"type": "string", "maxLength": 500, "pattern": NO_NUL},
+    }),
+]
+Email = Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$"),
+                  AfterValidator(_clean_text)]
 
 
 class Strict(BaseModel):
@@ -138,7 +174,7 @@ class ChangePlanRequest(Strict):
 
 class TestClockRequest(Strict):
     __test__ = False  # not a pytest test class
-    frozen_time: Annotated[AwareDatetime, Field(strict=False), AfterValidator(_utc)]
+    frozen_time: Time
 
 
 class PaymentMethodRequest(Strict):
@@ -146,10 +182,16 @@ class PaymentMethodRequest(Strict):
     token: Annotated[Text, StringConstraints(min_length=1, max_length=255)]
 
 
+EventType = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    WithJsonSchema({"type": "string", "enum": [*sorted(EVENT_TYPES), "*"]}),
+]
+
+
 class WebhookEndpointRequest(Strict):
     url: Annotated[Text, StringConstraints(min_length=1, max_length=2048)]
-    event_types: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=64)]],
-                           Field(min_length=1, max_length=50)]
+    event_types: Annotated[list[EventType], Field(min_length=1, max_length=50)]
     description: Annotated[Text, StringConstraints(max_length=500)] | None = None
 
 

@@ -15,6 +15,7 @@ from app.api import context
 from app.api.errors import Problem
 from app.api.routing import Api, Endpoint
 from app.providers.errors import ProviderError, TransientProviderError, WebhookRejected
+from app.providers.paypal import WEBHOOK_HEADERS
 from app.services import webhooks
 
 api = Api(Blueprint("webhooks", __name__), tag="Webhooks")
@@ -52,13 +53,15 @@ def paypal_webhook() -> Response:
     return _receive("paypal")
 
 
-for _rule, _view, _summary in (
-    ("/webhooks/stripe", stripe_webhook, "Receive a Stripe event (Stripe-Signature)"),
-    ("/webhooks/paypal", paypal_webhook, "Receive a PayPal event (PAYPAL-TRANSMISSION-SIG)"),
+for _rule, _view, _summary, _headers in (
+    ("/webhooks/stripe", stripe_webhook, "Receive a Stripe event (Stripe-Signature)",
+     ("Stripe-Signature",)),
+    ("/webhooks/paypal", paypal_webhook, "Receive a PayPal event (PAYPAL-TRANSMISSION-SIG)",
+     tuple(h.upper() for h in WEBHOOK_HEADERS.values())),
 ):
     api.blueprint.add_url_rule(_rule, view_func=_view, methods=["POST"])
     api.endpoints.append(Endpoint(
         method="POST", rule=_rule, summary=_summary, tag=api.tag, body=None, query=None,
         response=WebhookReceived, status=200, list_response=False, idempotency=None,
-        public=True,
+        public=True, headers=_headers,
     ))

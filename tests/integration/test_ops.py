@@ -110,10 +110,45 @@ def test_openapi_is_a_valid_3_1_document(app: Flask) -> None:
 
 
 def test_docs_render_the_document(app: Flask) -> None:
+    """Served offline (a real browser renders it: tests/e2e/test_openapi_e2e.py)."""
     client = app.test_client()
-    page = client.get("/docs")
+    page = client.get("/docs", follow_redirects=True)
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.get_data(as_text=True)
     assert "/openapi.json" in html and "swagger-ui" in html.lower()
-    for asset in re.findall(r'(?:src|href)="(/docs/static/[^"]+)"', html):
+    assets = re.findall(r'(?:src|href)="(/docs/[^"]+)"', html)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets)
+    for asset in assets:
         assert client.get(asset).status_code == 200, asset
+    assert "//" not in "".join(re.findall(r'(?:src|href)="([^"]+)"', html))  # no CDN
+
+
+def test_openapi_says_what_the_engine_enforces(app: Flask) -> None:
+    document = app.test_client().get("/openapi.json").get_json()
+    components = document["components"]["schemas"]
+    currency = components["PayRequest"]["properties"]["currency"]
+    assert "usd" in currency["enum"] and "USD" not in currency["enum"]
+    key = next(p for p in document["paths"]["/pay"]["post"]["parameters"]
+               if p["name"] == "Idempotency-Key")
+    assert re.fullmatch(key["schema"]["pattern"], "a" * 255)
+    assert not re.fullmatch(key["schema"]["pattern"], "a" * 256)
+    for status in ("409", "422"):
+        assert "Idempotency-Key" in document["paths"]["/pay"]["post"]["responses"][status][
+            "description"]
+    for path in ("/webhooks/stripe", "/webhooks/paypal"):
+        operation = document["paths"][path]["post"]
+        assert operation["security"] == [] and "401" not in operation["responses"]
+    assert document["paths"]["/customers"]["post"]["requestBody"]["required"] is False
+    assert document["paths"]["/pay"]["post"]["requestBody"]["required"] is True
+    frozen = components["TestClockRequest"]["properties"]["frozen_time"]
+    assert (frozen["type"], frozen["format"]) == ("string", "date-time")
+
+
+@pytest.mark.parametrize("value", [0, 1700000000, "1970-01-01", "2026-01-31 00:00:00Z",
+                                   "2026-01-31T00:00:00", "2026-02-30T00:00:00Z", None])
+def test_times_are_rfc_3339_strings_only(api: Api, value: object) -> None:
+    response = api.post("/test-clocks", {"frozen_time": value})
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert response.get_json()["errors"][0]["field"] == "frozen_time"
+    clock = api.ok(api.post("/test-clocks", {"frozen_time": "2026-01-31T01:00:00+01:00"}), 201)
+    assert clock["frozen_time"] == "2026-01-31T00:00:00Z"

@@ -355,8 +355,9 @@ def test_an_invalid_idempotency_key_is_400(
 
 
 def test_the_longest_idempotency_key_is_accepted(payer: Payer) -> None:
-    key = "".join(chr(c) for c in range(0x20, 0x7F)) * 3
-    payer.api.ok(payer.pay(payer.body(), **{"Idempotency-Key": key[:255]}), 202)
+    # Every printable character, spaces inside only: HTTP strips them at either end.
+    key = ("".join(chr(c) for c in range(0x21, 0x7F)) + " ") * 3
+    payer.api.ok(payer.pay(payer.body(), **{"Idempotency-Key": key[:254] + "~"}), 202)
 
 
 BAD_QUERIES = [
