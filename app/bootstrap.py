@@ -14,7 +14,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import cache
-from app.config import Config
+from app.config import DEV_CREDENTIALS_KEY, Config
 from app.models.uow import UnitOfWork
 from app.providers.credentials import CredentialStore, Sealer, TenantProviders, builders
 from app.providers.registry import ProviderRegistry
@@ -92,7 +92,17 @@ class Container:
 
     @cached_property
     def sealer(self) -> Sealer:
-        """Encryption at rest of secrets the engine must read back (CREDENTIALS_KEY)."""
+        """Encryption at rest of secrets the engine must read back (CREDENTIALS_KEY).
+
+        Every process that decrypts builds it at start, so one given the public development
+        key as its sealing key refuses to start unless ENGINE_ENV=development.
+        """
+        sealing = self.config.credentials_key.split(",")[0].strip()
+        if sealing == DEV_CREDENTIALS_KEY and self.config.engine_env != "development":
+            raise ValueError(
+                "CREDENTIALS_KEY is the development key, which is public: set your own Fernet "
+                "key (see the README), or ENGINE_ENV=development on a development machine"
+            )
         return Sealer(self.config.credentials_key)
 
     @cached_property

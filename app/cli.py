@@ -14,7 +14,7 @@ from flask.cli import AppGroup
 from app.bootstrap import Container
 from app.models import Tenant
 from app.models.database import ensure_database, migrate
-from app.providers.credentials import FIELDS
+from app.providers.credentials import FIELDS, reseal_all
 from app.render import timestamp
 from app.services.failover import set_failover
 from app.services.tenants import create_key, create_tenant, list_keys, revoke_key
@@ -195,4 +195,21 @@ def failover(tenant_id: str, provider: str) -> None:
     click.echo(f"failover of {tenant_id}: {provider}")
 
 
-COMMANDS = (tenants, keys, db, providers)
+@click.group()
+def credentials() -> None:
+    """Secrets stored sealed with CREDENTIALS_KEY: providers' credentials, webhook secrets."""
+
+
+@credentials.command("rotate")
+def rotate() -> None:
+    """Re-seal every stored secret with the first key of CREDENTIALS_KEY.
+
+    Put NEWKEY,OLDKEY in CREDENTIALS_KEY, restart the processes that read it, run this,
+    then put NEWKEY alone: the old key opens nothing still stored.
+    """
+    container = _container()
+    resealed = reseal_all(container.session_factory, container.sealer)
+    click.echo(json.dumps({"resealed": resealed}))
+
+
+COMMANDS = (tenants, keys, db, providers, credentials)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
 #: Fernet key for provider credentials in local development only; set CREDENTIALS_KEY elsewhere.
 DEV_CREDENTIALS_KEY = "ZGV2LW9ubHkta2V5LW5ldmVyLXVzZS1pbi1wcm9kISE="
+#: A setting with one of these words in its name holds a secret; repr() shows none of them.
+_SECRET_WORDS = frozenset({"key", "password", "secret", "token"})
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class Config:
     breaker_recovery_seconds: int = 30
     # Providers (Stripe, PayPal)
     credentials_key: str = DEV_CREDENTIALS_KEY
+    # "development" allows the development CREDENTIALS_KEY (`make run` and the tests set it)
+    engine_env: str = "production"
     stripe_api_base: str = ""
     paypal_api_base: str = ""
     provider_timeout_seconds: float = 30.0
@@ -115,6 +121,18 @@ class Config:
                 values[field.name] = _coerce(raw, type(getattr(cls, field.name)), field.name)
         values.update(overrides)
         return cls(**values)
+
+    def __repr__(self) -> str:
+        """Every setting but the secrets: keys and passwords hidden, URLs without passwords."""
+        shown = []
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if _SECRET_WORDS & set(field.name.split("_")):
+                value = "<hidden>" if value else ""
+            elif isinstance(value, str):
+                value = _URL_PASSWORD.sub(r"\1<hidden>@", value)
+            shown.append(f"{field.name}={value!r}")
+        return f"Config({', '.join(shown)})"
 
     def to_env(self) -> dict[str, str]:
         """These settings as environment variables, to hand to a child process."""

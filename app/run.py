@@ -92,6 +92,7 @@ def main() -> None:
     VAR.mkdir(exist_ok=True)
     shutil.rmtree(METRICS_DIR, ignore_errors=True)
     os.environ.setdefault("METRICS_EMF", "off")  # the console shows logs; Prometheus has these
+    os.environ.setdefault("ENGINE_ENV", "development")  # allows the development CREDENTIALS_KEY
     # Development: webhook endpoints on this machine (127.0.0.1 receivers) are allowed.
     os.environ.setdefault("WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "true")
     port = os.environ.get("PORT", "8000")

@@ -45,7 +45,8 @@ def main() -> None:
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    config = Config.from_env({}, database_url=f"{PG}/{DATABASE}", redis_namespace="clocks-bench")
+    config = Config.from_env({}, database_url=f"{PG}/{DATABASE}", redis_namespace="clocks-bench",
+                             engine_env="development")
     drop_database(config.database_url)
     ensure_database(config.database_url)
     migrate(config.database_url)

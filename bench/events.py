@@ -210,7 +210,7 @@ def main() -> None:
     broker = EmbeddedBroker(port=free_port())
     broker.start()
     config = replace(
-        Config.from_env({}),
+        Config.from_env({}, engine_env="development"),
         database_url=DATABASE,
         kafka_bootstrap_servers=broker.bootstrap,
         redis_namespace="se-bench-events",

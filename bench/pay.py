@@ -137,6 +137,7 @@ def main() -> None:
         database_url=f"{PG}/se_bench",
         redis_url=REDIS,
         redis_namespace="se-bench-pay",
+        engine_env="development",
         db_pool_size=args.db_pool_size,
     )
     idle_at_start = wait_quiet(args.wait_quiet)

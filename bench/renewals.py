@@ -112,7 +112,8 @@ def parse_args() -> argparse.Namespace:
 def bench_config(args: argparse.Namespace) -> Config:
     """The engine's defaults, on this bench's database and namespace, with the options given."""
     base = Config.from_env(
-        {}, database_url=f"{PG}/{DATABASE}", redis_url=REDIS, redis_namespace=NAMESPACE
+        {}, database_url=f"{PG}/{DATABASE}", redis_url=REDIS, redis_namespace=NAMESPACE,
+        engine_env="development",
     )
     overrides = {
         "renewal_batch_size": args.batch,

@@ -56,7 +56,7 @@ def main() -> None:
     migrate(DATABASE)
     broker = EmbeddedBroker(port=free_port())
     broker.start()
-    config = replace(Config.from_env({}), database_url=DATABASE,
+    config = replace(Config.from_env({}, engine_env="development"), database_url=DATABASE,
                      kafka_bootstrap_servers=broker.bootstrap,
                      redis_namespace="se-bench-webhooks", webhooks_allow_private_networks=True,
                      log_level="WARNING")

@@ -43,6 +43,7 @@ def config() -> Iterator[Config]:
         database_url=url,
         redis_url=REDIS,
         redis_namespace=f"se-test-{run_id}",
+        engine_env="development",
         payment_lease_seconds=3,
         reconcile_stale_seconds=1,
         reconcile_interval_seconds=0.5,

@@ -41,6 +41,7 @@ APIS = (
 def create_app(config: Config | None = None) -> Flask:
     """A configured app: its own container, handlers, limits, metrics and blueprints."""
     container: Container = build(config)
+    container.sealer  # noqa: B018 - refuse to start with the development key in production
     configure_logging(container.config.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = container.config.max_body_bytes

@@ -13,4 +13,5 @@ def container() -> Container:
     """This process's container (settings from the environment)."""
     built = build()
     configure_logging(built.config.log_level)
+    built.sealer  # noqa: B018 - refuse to start with the development key in production
     return built

@@ -1,8 +1,9 @@
 """Per-tenant provider credentials: sealed with Fernet at rest, opened only to build adapters.
 
 The key comes from CREDENTIALS_KEY (comma-separated Fernet keys: the first seals, any
-opens, so keys rotate without downtime). Secrets never appear in logs, reprs or answers:
-the CLI only says which providers and modes are configured.
+opens, so keys rotate without downtime; `flask --app wsgi credentials rotate` then re-seals
+everything stored with the first, so the others can be removed). Secrets never appear in
+logs, reprs or answers: the CLI only says which providers and modes are configured.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import utcnow
 from app.config import Config
-from app.models import ProviderCredential
+from app.models import ProviderCredential, WebhookEndpoint
 from app.providers.base import PaymentProvider
 from app.providers.errors import ProviderNotConfigured
 from app.providers.paypal import PayPalKeys, PayPalProvider
@@ -48,6 +49,15 @@ class Sealer:
 
     def seal(self, values: Mapping[str, str]) -> bytes:
         return self._fernet.encrypt(json.dumps(dict(values), sort_keys=True).encode())
+
+    def reseal(self, sealed: bytes) -> bytes:
+        """The same secret sealed with the first key (MultiFernet.rotate), opened with any."""
+        try:
+            return self._fernet.rotate(sealed)
+        except InvalidToken:
+            raise ProviderNotConfigured(
+                "stored credentials cannot be decrypted with CREDENTIALS_KEY"
+            ) from None
 
     def open(self, sealed: bytes) -> dict[str, str]:
         try:
@@ -138,6 +148,23 @@ class CredentialStore:
         if version == known:
             return Stored(version, {})
         return Stored(version, {m: self._sealer.open(sealed) for m, _, sealed in rows})
+
+
+def reseal_all(session_factory: sessionmaker[Session], sealer: Sealer) -> int:
+    """Re-seal every stored secret (providers' credentials, webhook endpoints' signing
+    secrets) with the first key of CREDENTIALS_KEY, in one transaction; how many.
+
+    Afterwards the other keys open nothing still stored and can be removed. Values (and the
+    credentials' versions, which adapters are cached by) do not change.
+    """
+    resealed = 0
+    with session_factory() as session, session.begin():
+        for column in (ProviderCredential.sealed, WebhookEndpoint.secret_sealed):
+            table = column.class_
+            for row in session.scalars(select(table).with_for_update()):
+                setattr(row, column.key, sealer.reseal(getattr(row, column.key)))
+                resealed += 1
+    return resealed
 
 
 Builder = Callable[[dict[bool, dict[str, str]]], PaymentProvider]

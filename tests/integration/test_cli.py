@@ -7,14 +7,24 @@ import json
 import re
 import subprocess
 import sys
+import uuid
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
+from cryptography.fernet import Fernet
 from flask import Flask
 from sqlalchemy import select
 
-from app.bootstrap import Container
+from app.bootstrap import Container, build
 from app.config import Config
-from app.models import ApiKey, Tenant
+from app.models import ApiKey, Tenant, WebhookEndpoint
+from app.models.database import drop_database, ensure_database, migrate
+from app.providers.credentials import Sealer
+from app.providers.errors import ProviderNotConfigured
+from app.services.scope import Scope
+from app.services.tenants import create_tenant
+from app.services.webhook_endpoints import create_endpoint
 from tests.conftest import ROOT, child_env
 from tests.integration.checks import stored_text
 from tests.support import Api
@@ -117,3 +127,48 @@ def test_keys_commands_refuse_unknown_tenants_and_keys(app: Flask) -> None:
                  ["keys", "create", "ten_missing", "--mode", "staging"]):
         result = runner.invoke(args=args)
         assert result.exit_code == 2, (args, result.output)
+
+
+def test_credentials_rotate_reseals_every_stored_secret_under_the_newest_key(
+    config: Config,
+) -> None:
+    """NEW,OLD in CREDENTIALS_KEY, `credentials rotate`, then NEW alone opens everything."""
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    own = replace(config, database_url=f"{config.database_url}_{uuid.uuid4().hex[:8]}",
+                  credentials_key=old)
+    ensure_database(own.database_url)
+    try:
+        migrate(own.database_url)
+        before = build(own)
+        with before.uow() as uow:
+            tenant_id = create_tenant(uow, "Rotating").tenant_id
+        before.credentials.save(tenant_id, "stripe", livemode=False,
+                                values={"secret_key": "sk_test_rotating"})
+        with before.uow() as uow:
+            endpoint, secret = create_endpoint(
+                uow, Scope(tenant_id, livemode=False), before.sealer,
+                url="http://example.com/hook", event_types=["*"], description=None,
+                allow_private=True,
+            )
+            uow.commit()
+        before.engine.dispose()
+        done = subprocess.run(
+            [FLASK, "--app", "wsgi", "credentials", "rotate"],
+            env=child_env(own, CREDENTIALS_KEY=f"{new},{old}"), cwd=ROOT,
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"resealed": 2}
+        assert new not in done.stdout + done.stderr and old not in done.stdout + done.stderr
+
+        after = build(replace(own, credentials_key=new))  # the old key retired
+        stored = after.credentials.load(tenant_id, "stripe")
+        assert stored is not None and stored.by_mode[False] == {"secret_key": "sk_test_rotating"}
+        with after.session_factory() as session:
+            sealed = session.get_one(WebhookEndpoint, endpoint.id).secret_sealed
+        assert after.sealer.open(sealed)["secret"] == secret
+        with pytest.raises(ProviderNotConfigured):
+            Sealer(old).open(sealed)
+        after.engine.dispose()
+    finally:
+        drop_database(own.database_url)

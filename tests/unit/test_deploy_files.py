@@ -249,6 +249,18 @@ def test_secrets_come_from_the_secret_store(process: str) -> None:
         assert match["region"] == region, f"{process}: {item['name']} is in another region"
 
 
+#: Entry modules that build Container.sealer at start (create_app, the worker runtime): their
+#: processes open sealed secrets, and refuse to start without a CREDENTIALS_KEY of their own.
+OPENS_SEALED = {"wsgi", "app.jobs"}
+
+
+@pytest.mark.parametrize("process", PROCESSES)
+def test_every_process_that_decrypts_gets_the_key_and_none_is_development(process: str) -> None:
+    assert environment(process).get("ENGINE_ENV", "production") != "development"
+    if ENTRY_MODULES[process] in OPENS_SEALED:
+        assert "CREDENTIALS_KEY" in secret_names(process)
+
+
 def test_every_secret_setting_is_delivered() -> None:
     """A new credential in Config (a provider key, a mail password) must reach some process."""
     needed = {name for name in config_settings() if is_secret_name(name)}
