@@ -107,12 +107,20 @@ def test_a_revoked_key_is_refused_by_every_server_within_2_seconds(
     for client in (one, two, one, two):  # both servers know the key (and the cache has it)
         client.ok(client.get("/customers"), 200)
     listed = json.loads(first.cli("keys", "list", one.tenant_id, "--json"))
+    # A rotation: the new test key works on both servers beside the old one ...
+    rotated = json.loads(first.cli("keys", "create", one.tenant_id, "--mode", "test", "--json"))
+    new = [Client(c.base_url, one.tenant_id, rotated["key"], one.live_key) for c in (one, two)]
+    for client in new:
+        client.ok(client.get("/customers"), 200)
+    # ... then the old one is revoked.
     first.cli("keys", "revoke", next(k["id"] for k in listed if not k["livemode"]))
 
     def refused() -> bool:
         return all(c.get("/customers").status_code == 401 for c in (one, two))
 
     eventually(refused, 2.0, what="both servers to refuse the revoked key")
+    for client in new:
+        client.ok(client.get("/customers"), 200)
     live = requests.get(f"{two.base_url}/customers", timeout=10,
                         headers={"Authorization": f"Bearer {one.live_key}"})
     assert live.status_code == 200
