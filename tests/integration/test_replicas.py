@@ -22,6 +22,7 @@ from tests.servers import Cluster
 from tests.support import Api, eventually
 
 MAX_LAG = 1.0
+UNLIMITED = "100000/second"  # READS in a row must not meet the default 100/second
 #: Reads counted on the replica: far more than the monitor's probes (2/s) in the time taken.
 READS = 100
 
@@ -83,7 +84,7 @@ def database_of(app: Flask) -> str:
 def test_reads_land_on_the_replica_and_see_the_callers_own_writes(
     replicated: Flask, replica: Cluster
 ) -> None:
-    api = Api.for_new_tenant(replicated)
+    api = Api.for_new_tenant(replicated, rate_limit=UNLIMITED)
     database = database_of(replicated)
     customer = api.customer()
     assert api.ok(api.get(f"/customers/{customer['id']}"), 200)["id"] == customer["id"]
@@ -98,7 +99,7 @@ def test_reads_land_on_the_replica_and_see_the_callers_own_writes(
 def test_a_caller_reads_its_own_writes_while_replay_is_paused(
     replicated: Flask, replica: Cluster
 ) -> None:
-    api = Api.for_new_tenant(replicated)
+    api = Api.for_new_tenant(replicated, rate_limit=UNLIMITED)
     replica.scalar("SELECT pg_wal_replay_pause()")
     eventually(lambda: replica.scalar("SELECT pg_get_wal_replay_pause_state()") == "paused",
                what="replay to pause")
@@ -117,7 +118,7 @@ def test_a_caller_reads_its_own_writes_while_replay_is_paused(
 def test_marks_lost_with_redis_send_reads_to_the_primary(
     replicated: Flask, replica: Cluster
 ) -> None:
-    api = Api.for_new_tenant(replicated)
+    api = Api.for_new_tenant(replicated, rate_limit=UNLIMITED)
     container: Container = replicated.extensions["container"]
     replica.scalar("SELECT pg_wal_replay_pause()")
     customer = api.customer()
@@ -151,7 +152,7 @@ def test_a_replica_behind_by_more_than_the_max_lag_is_skipped_until_it_catches_u
 def test_a_stopped_replica_costs_nothing_but_latency(
     replicated: Flask, replica: Cluster
 ) -> None:
-    api = Api.for_new_tenant(replicated)
+    api = Api.for_new_tenant(replicated, rate_limit=UNLIMITED)
     customer = api.customer()
     replica.stop()
     try:
