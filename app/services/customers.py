@@ -127,8 +127,8 @@ def delete_customer(
 ) -> Customer:
     """Delete a customer with no live subscription: its payment methods are detached (at
     the provider first: an outage there writes nothing), its email and name erased from the
-    customer, its stored mail records, idempotent replays and not yet pruned events; its
-    payments stay, as the financial record."""
+    customer, its stored mail records, idempotent replays, webhook deliveries and events not
+    yet pruned; its payments stay, as the financial record."""
     session = uow.session
     customer = scope.get(session, Customer, customer_id, lock=True)
     live = session.scalar(
@@ -214,6 +214,7 @@ def _erase(session: Session, customer: Customer) -> None:
     params = {"id": customer.id, "tenant_id": customer.tenant_id, "livemode": customer.livemode,
               "topic": outbox.TOPICS["customer"]}
     session.execute(_ERASE_EVENTS, params)
+    session.execute(_ERASE_DELIVERIES, params)
     session.execute(_ERASE_REPLAYS, params)
 
 
@@ -222,6 +223,13 @@ _ERASE_EVENTS = text(
     "UPDATE outbox_events SET payload = jsonb_set(jsonb_set(payload,"
     " '{data,object,email}', 'null'), '{data,object,name}', 'null')"
     " WHERE topic = :topic AND key = :id AND type LIKE 'customer.%'"
+)
+#: ... and the copies of those events that webhook deliveries keep to send (again) ...
+_ERASE_DELIVERIES = text(
+    "UPDATE webhook_deliveries SET payload = jsonb_set(jsonb_set(payload::jsonb,"
+    " '{data,object,email}', 'null'), '{data,object,name}', 'null')::text"
+    " WHERE tenant_id = :tenant_id AND livemode = :livemode AND event_type LIKE 'customer.%'"
+    " AND payload::jsonb #>> '{data,object,id}' = :id"
 )
 #: ... and the stored answers of POST /customers (and updates) replayed for an idempotency key.
 _ERASE_REPLAYS = text(

@@ -5,13 +5,22 @@ the same transaction; detaching reaches Stripe and PayPal (their simulators)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 from sqlalchemy import select
 
 from app.bootstrap import Container
-from app.models import Customer, IdempotencyKey, OutboxEvent, SentMail
+from app.ids import new_id
+from app.models import (
+    Customer,
+    IdempotencyKey,
+    OutboxEvent,
+    SentMail,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from tests.integration.test_subscription_api import problem
 from tests.integration.test_subscriptions import (
     active_on_clock,
@@ -119,10 +128,19 @@ def test_delete_erases_email_and_name_and_keeps_payments(
     paid = api.settled(api.ok(api.post("/pay", body, headers={"Idempotency-Key": key + "p"}),
                               202)["id"])
     assert paid["status"] == "succeeded"
-    with container.uow() as uow:  # as the mail actor records a receipt it sent
+    [updated] = outbox(container, customer["id"])
+    endpoint_id, delivery_id = new_id("we"), new_id("whd")
+    with container.uow() as uow:  # as the mail actor and the webhook dispatcher record them
         uow.session.add(SentMail(event_id="evt_x" + key[:8], kind="receipt",
                                  tenant_id=api.tenant_id, recipient="erase-me@example.com",
                                  subject="Receipt", message_id=f"<{key}@test>"))
+        uow.session.add(WebhookEndpoint(id=endpoint_id, tenant_id=api.tenant_id, livemode=False,
+                                        url="https://merchant.example/hook", event_types=["*"],
+                                        secret_sealed=b"sealed"))
+        uow.session.flush()
+        uow.session.add(WebhookDelivery(id=delivery_id, tenant_id=api.tenant_id, livemode=False,
+                                        endpoint_id=endpoint_id, event_id=updated["id"],
+                                        event_type=updated["type"], payload=json.dumps(updated)))
         uow.commit()
 
     api.ok(delete(api, f"/customers/{customer['id']}"), 200)
@@ -151,6 +169,10 @@ def test_delete_erases_email_and_name_and_keeps_payments(
             SentMail.recipient == "erase-me@example.com")).all()
         stored = session.get_one(IdempotencyKey, (api.tenant_id, False, key))
         assert "erase-me" not in str(stored.response_body)
+        delivered = json.loads(session.get_one(WebhookDelivery, delivery_id).payload)
+        assert delivered["data"]["object"]["name"] is None
+        assert "erase-me" not in json.dumps(delivered)
+        assert delivered["id"] == updated["id"]
 
 
 def test_detaching_a_payment_method(api: Api, container: Container) -> None:
