@@ -184,9 +184,10 @@ def remove_credentials(tenant_id: str, provider: str, mode: str) -> None:
 
 @providers.command("failover")
 @click.argument("tenant_id")
-@click.argument("provider", type=click.Choice(["stripe", "paypal", "sandbox", "none"]))
+@click.argument("provider", type=click.Choice(["stripe", "paypal", "none"]))
 def failover(tenant_id: str, provider: str) -> None:
-    """Send one-time payments to PROVIDER when theirs cannot be reached ("none": never)."""
+    """Send one-time payments to PROVIDER when theirs cannot be reached ("none": never).
+    Never the sandbox: it charges no one."""
     with _container().uow() as uow:
         if not set_failover(uow.session, tenant_id, None if provider == "none" else provider):
             raise click.BadParameter(f"no tenant {tenant_id}", param_hint="TENANT_ID")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import dramatiq
+import psycopg2
 import redis
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.clock import utcnow
 from app.jobs.runtime import container
@@ -26,7 +27,8 @@ def _transient(retries: int, exc: BaseException) -> bool:
     Transient: the provider did not process the request, or our database or Redis blinked.
     Declines and lost answers are settled by the services and never raised here.
     """
-    transient = (TransientProviderError, dramatiq.Retry, OperationalError, redis.RedisError)
+    transient = (TransientProviderError, dramatiq.Retry, OperationalError, InterfaceError,
+                 psycopg2.OperationalError, psycopg2.InterfaceError, redis.RedisError)
     return isinstance(exc, transient) and retries < _POLICY.max_retries
 
 
@@ -53,11 +55,12 @@ def charge_payment(payment_id: str) -> None:
         raise dramatiq.Retry(str(exc), delay=delay) from exc  # the provider's Retry-After
 
 
-@dramatiq.actor
+@dramatiq.actor(queue_name="default", **_RETRY)
 def payment_retries_exhausted(
     message_data: dict[str, object], retry_info: dict[str, object]
 ) -> None:
-    """Fail a payment whose provider stayed unavailable through every retry."""
+    """Settle a payment whose retries ran out: failed if nothing can have been charged,
+    else unknown (if this cannot run either, reconciliation finds the payment)."""
     args = message_data.get("args")
     assert isinstance(args, list)
     charge.give_up(container().uow, str(args[0]))

@@ -106,9 +106,8 @@ class SandboxProvider:
             recorded = self._record(charged) if charged else {}
         except (DBAPIError, psycopg2.Error):  # it may have committed or not: a lost answer
             recorded = {}
-        slowest = max((_slow(r) for r in charged
-                       if r.idempotency_key in recorded and recorded[r.idempotency_key][1]),
-                      default=0)
+        made = {key for key, (_, standing) in recorded.items() if standing == "created"}
+        slowest = max((_slow(r) for r in charged if r.idempotency_key in made), default=0)
         if slowest:
             time.sleep(slowest)  # tok_slow_N: the charge is made, its answer comes later
         done: list[ChargeResult | ProviderError] = []

@@ -1,11 +1,14 @@
 """Charging payments at their provider: at most once, whatever crashes or retries happen.
 
-A worker first *claims* payments (status compare-and-set plus a lease) and records each
-one's attempt, commits, then calls the provider with each attempt's idempotency key, then
-settles every outcome and its events in one more transaction. A worker that dies in between
-leaves `processing` payments whose lease expires; whoever claims one next re-sends the same
-attempt with the same key, so the provider answers with the first charge instead of making
-another. One payment is a batch of one: renewals charge many at once through the same path.
+A worker first *claims* payments (status compare-and-set plus a lease it owns) and records
+each one's attempt, commits, then calls the provider with each attempt's idempotency key
+while a heartbeat keeps its lease alive (app/services/lease.py), then settles every outcome
+and its events in one more transaction. A worker that dies in between leaves `processing`
+payments whose lease lapses; whoever claims one next re-sends the same attempt with the same
+key, so the provider answers with the first charge instead of making another (or refuses
+it as still in flight: outcome unknown). One payment is a batch of one: renewals charge
+many at once through the same path. When two answers for one attempt meet, the one that
+says money moved wins.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from app.providers.errors import (
 )
 from app.providers.registry import ProviderRegistry
 from app.services import billing_cycle, failover
+from app.services.lease import Lease, kept_alive
 
 log = logging.getLogger(__name__)
 IN_FLIGHT = (AttemptStatus.PROCESSING, AttemptStatus.UNKNOWN)
@@ -55,6 +59,12 @@ class Claim:
     provider: str
     request: ChargeRequest
     subscription_id: str | None
+    #: The claim's lease, kept alive while the attempt is sent; None: not claimed to be sent
+    #: (reconciliation's lookups, webhooks).
+    lease: Lease | None = None
+    #: The attempt was handed out before (a lapsed lease, reconciliation): an earlier send of
+    #: it may have reached the provider.
+    resent: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,9 +136,11 @@ def charge_claimed(
     Returns the outcomes of transient errors: those payments stay `processing`, with no
     lease, for the caller to retry (a new attempt) or give up on (`give_up`).
     """
-    outcomes = _call_all(providers, claims)
-    if outcomes:
-        settle(uows, outcomes)
+    held = [(c.lease, c.request.payment_id) for c in claims if c.lease is not None]
+    with kept_alive(uows, held):
+        outcomes = _call_all(providers, claims)
+        if outcomes:
+            settle(uows, outcomes)
     return [outcome for outcome in outcomes if outcome.retry]
 
 
@@ -163,7 +175,12 @@ def settle_result(uows: UnitOfWorkFactory, claim: Claim, result: ChargeResult) -
 
 
 def give_up(uows: UnitOfWorkFactory, payment_id: str) -> None:
-    """Fail a payment whose transient retries are exhausted (the provider stayed down)."""
+    """Settle a payment whose retries ran out (the provider, or our database, stayed down).
+
+    `failed` only when every attempt is known not to have charged (a recorded decline or
+    a refusal before any charge); an attempt that may have been sent makes it `unknown`,
+    for reconciliation to settle from the provider's word.
+    """
     with uows() as uow:
         payment = uow.session.get(Payment, payment_id)
         if payment is None:
@@ -176,6 +193,16 @@ def give_up(uows: UnitOfWorkFactory, payment_id: str) -> None:
             return
         if payment.lease_until is not None and payment.lease_until > utcnow():
             return
+        payment.lease_until = payment.lease_owner = None
+        sent = [a for a in payment.attempts if a.status in IN_FLIGHT]
+        if sent:
+            for attempt in sent:
+                attempt.status = AttemptStatus.UNKNOWN
+            payment.status = PaymentStatus.UNKNOWN
+            log.warning("retries ran out with an attempt that may have been sent: unknown",
+                        extra={"payment_id": payment.id})
+            uow.commit()
+            return
         payment.status = PaymentStatus.FAILED
         payment.failure_code = "provider_unavailable"
         payment.failure_message = "The payment provider could not be reached; nothing was charged."
@@ -185,7 +212,8 @@ def give_up(uows: UnitOfWorkFactory, payment_id: str) -> None:
 
 
 def claim_of(payment: Payment, method: PaymentMethod, attempt: PaymentAttempt, *,
-             signing_up: bool = False) -> Claim:
+             signing_up: bool = False, lease: Lease | None = None,
+             resent: bool = False) -> Claim:
     """The provider request of one attempt; the same attempt always yields the same key.
 
     Subscription payments are charged off-session (the customer is not there), except the
@@ -205,13 +233,13 @@ def claim_of(payment: Payment, method: PaymentMethod, attempt: PaymentAttempt, *
         description=payment.description,
         reference=attempt.provider_reference,
     )
-    return Claim(
-        provider=attempt.provider, request=request, subscription_id=payment.subscription_id
-    )
+    return Claim(provider=attempt.provider, request=request,
+                 subscription_id=payment.subscription_id, lease=lease, resent=resent)
 
 
 def _claim(uows: UnitOfWorkFactory, payment_ids: Sequence[str], lease_seconds: int) -> list[Claim]:
     now = utcnow()
+    lease = Lease.new(lease_seconds)
     with uows() as uow:
         session = uow.session
         claimed = list(
@@ -228,6 +256,7 @@ def _claim(uows: UnitOfWorkFactory, payment_ids: Sequence[str], lease_seconds: i
                 .values(
                     status=PaymentStatus.PROCESSING,
                     lease_until=now + timedelta(seconds=lease_seconds),
+                    lease_owner=lease.owner,
                     updated_at=now,
                 )
                 .returning(Payment.id)
@@ -242,7 +271,7 @@ def _claim(uows: UnitOfWorkFactory, payment_ids: Sequence[str], lease_seconds: i
             .options(selectinload(Payment.attempts))
             .execution_options(populate_existing=True)
         ).all()
-        claims = _attempts(session, payments, _signing_up(session, payments))
+        claims = _attempts(session, payments, _signing_up(session, payments), lease)
         uow.commit()
         return claims
 
@@ -255,12 +284,15 @@ def claim_held(session: Session, payments: Sequence[Payment], lease_seconds: int
     re-reading every payment fewer. Charge them with `charge_claimed` after commit.
     """
     now = utcnow()
+    lease = Lease.new(lease_seconds)
     pending = sorted((p for p in payments if p.status is PaymentStatus.PENDING), key=_by_id)
     for payment in pending:
         payment.status = PaymentStatus.PROCESSING
         payment.lease_until = now + timedelta(seconds=lease_seconds)
+        payment.lease_owner = lease.owner
         payment.updated_at = now
-    return _attempts(session, pending, set())  # renewals, retries: the customer is not there
+    # Renewals, retries: the customer is not there.
+    return _attempts(session, pending, set(), lease)
 
 
 def waiting_claims(session: Session, payments: Sequence[Payment]) -> list[Claim]:
@@ -289,15 +321,15 @@ def _by_id(payment: Payment) -> str:
 
 
 def _attempts(
-    session: Session, payments: Sequence[Payment], signing_up: set[str | None]
+    session: Session, payments: Sequence[Payment], signing_up: set[str | None], lease: Lease
 ) -> list[Claim]:
     """The attempt to send for each claimed payment (recorded in this transaction)."""
     methods = _methods(session, payments)
     claims = []
     for payment in payments:
         method = methods[payment.payment_method_id]
-        attempt = _current_attempt(session, payment, method.provider.value)
-        claims.append(claim_of(payment, method, attempt,
+        attempt, resent = _current_attempt(session, payment, method.provider.value)
+        claims.append(claim_of(payment, method, attempt, lease=lease, resent=resent,
                                signing_up=payment.subscription_id in signing_up))
     return claims
 
@@ -312,11 +344,14 @@ def _signing_up(session: Session, payments: Sequence[Payment]) -> set[str | None
             Subscription.id.in_(ids), Subscription.status == Status.INCOMPLETE)))
 
 
-def _current_attempt(session: Session, payment: Payment, provider: str) -> PaymentAttempt:
-    """The attempt left in flight by a crash or lost answer, else a new one."""
+def _current_attempt(
+    session: Session, payment: Payment, provider: str
+) -> tuple[PaymentAttempt, bool]:
+    """The attempt left in flight by a crash or lost answer (True: sent before), else a new
+    one."""
     last = payment.attempts[-1] if payment.attempts else None
     if last is not None and last.status in IN_FLIGHT:
-        return last
+        return last, True
     number = last.number + 1 if last else 1
     attempt = PaymentAttempt(
         id=new_id("att"),
@@ -329,7 +364,7 @@ def _current_attempt(session: Session, payment: Payment, provider: str) -> Payme
     )
     session.add(attempt)
     payment.attempts.append(attempt)
-    return attempt
+    return attempt, False
 
 
 def _call_all(providers: ProviderRegistry, claims: Sequence[Claim]) -> list[Outcome]:
@@ -411,22 +446,25 @@ def _lock_subscriptions(session: Session, ids: Sequence[str | None]) -> list[Sub
 def _record(session: Session, payment: Payment, outcome: Outcome) -> None:
     key = outcome.claim.request.idempotency_key
     attempt = next((a for a in payment.attempts if a.idempotency_key == key), None)
-    waiting = attempt is not None and attempt.status is AttemptStatus.REQUIRES_ACTION
-    if (
-        attempt is None
-        or not (attempt.status in IN_FLIGHT or (waiting and outcome.status in FINAL))
-        or payment.status not in OPEN
-    ):
+    if attempt is None or not _news(payment, attempt, outcome):
         log.info("outcome already settled", extra={"payment_id": payment.id})
         return
+    if payment.status is PaymentStatus.SUCCEEDED:  # another attempt charged as well
+        attempt.status, attempt.provider_reference = outcome.status, outcome.reference
+        log.error("a second attempt of a succeeded payment charged: refund one",
+                  extra={"payment_id": payment.id, "attempt": attempt.number})
+        return
+    if payment.status is PaymentStatus.FAILED:  # money moved after all: the charge stands
+        log.error("a success settles a payment recorded failed",
+                  extra={"payment_id": payment.id, "attempt": attempt.number})
     status = outcome.status
     attempt.status = status
-    attempt.provider_reference = outcome.reference
+    attempt.provider_reference = outcome.reference or attempt.provider_reference
     attempt.failure_code = outcome.failure[0] if outcome.failure else None
     attempt.updated_at = utcnow()
-    payment.lease_until = None
+    payment.lease_until = payment.lease_owner = None
     if outcome.retry:
-        if outcome.unreached:
+        if _unreached(payment, outcome):
             failover.fail_over(session, payment, outcome.claim.provider)
         return  # stays processing; the actor's retry makes the next attempt
     if status is AttemptStatus.UNKNOWN:
@@ -441,3 +479,27 @@ def _record(session: Session, payment: Payment, outcome: Outcome) -> None:
     )
     outbox.record_payment(session, f"payment.{status.value}", payment)
     billing_cycle.on_payment_settled(session, payment, hard=outcome.hard)
+
+
+def _news(payment: Payment, attempt: PaymentAttempt, outcome: Outcome) -> bool:
+    """Whether this outcome tells more than what is recorded.
+
+    An attempt still in flight takes any outcome (of an open payment); one waiting for its
+    customer takes a final one; and a success is news about any attempt not recorded as
+    succeeded (an earlier in-flight conflict, a lost answer, a give-up): money moved.
+    """
+    if outcome.status is AttemptStatus.SUCCEEDED:
+        return attempt.status is not AttemptStatus.SUCCEEDED
+    if payment.status not in OPEN:
+        return False
+    if attempt.status is AttemptStatus.REQUIRES_ACTION:
+        return outcome.status in FINAL
+    return attempt.status in IN_FLIGHT
+
+
+def _unreached(payment: Payment, outcome: Outcome) -> bool:
+    """Whether no attempt of the payment can have reached any provider: this one never left
+    (refused connection, open breaker) and was never sent before, and every other one is
+    known not to have charged."""
+    return (outcome.unreached and not outcome.claim.resent
+            and all(a.status is AttemptStatus.FAILED for a in payment.attempts))

@@ -2,11 +2,14 @@
 
 A tenant may name a failover provider (`flask --app wsgi providers failover TENANT paypal`).
 When a one-time payment's provider could not even be reached (connection refused, or its
-circuit breaker is open), nothing can have been charged there, so the payment is pointed
+circuit breaker is open) by an attempt never sent before, and every earlier attempt is
+known not to have charged (charge._unreached), nothing can have been charged anywhere, so
+the payment is pointed
 at the customer's newest payment method at the failover provider, and its next attempt
 (the worker's retry, moments later) goes there. Renewals never fail over: they wait for
 their provider (dunning and reconciliation already cover them), and an answer that may
-have reached the provider (a timeout, a reset, a 500) never fails over either.
+have reached the provider (a timeout, a reset, a 5xx on the charge) never fails over either:
+it is settled at that provider first. The sandbox is never a failover provider.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ def fail_over(session: Session, payment: Payment, provider: str) -> bool:
     secondary = session.scalar(select(Tenant.failover_provider).where(
         Tenant.id == payment.tenant_id))
     if secondary is None or secondary == provider:
+        return False
+    if secondary == Provider.SANDBOX.value:  # test money never stands in for a real charge
+        log.error("failover to the sandbox refused", extra={"payment_id": payment.id})
         return False
     method = session.scalar(
         select(PaymentMethod)

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from sqlalchemy import update
 
 from app.bootstrap import Container
 from app.config import Config
 from app.ids import new_id
+from app.models import Tenant
 from app.providers.base import ChargeRequest
 from app.providers.errors import (
     ProviderUnavailable,
@@ -148,4 +150,21 @@ def test_renewals_never_fail_over(
         "payment_method_id": stripe["id"]}), 201)
     payment = charge_with(stripe_down, merchant, subscription["latest_payment_id"])
     assert payment["subscription_id"] == subscription["id"]
+    assert (payment["status"], payment["payment_method_id"]) == ("processing", stripe["id"])
+
+
+def test_the_sandbox_is_never_a_failover_provider(
+    merchant: Merchant, sims: Sims, sim_app: Flask, stripe_down: Container,
+    customer: Callable[[], tuple[dict[str, Any], dict[str, Any]]],
+) -> None:
+    refused = sim_app.test_cli_runner().invoke(
+        args=["providers", "failover", merchant.tenant_id, "sandbox"])
+    assert refused.exit_code != 0
+    with merchant.container.session_factory() as session:  # as an older release allowed
+        session.execute(update(Tenant).where(Tenant.id == merchant.tenant_id)
+                        .values(failover_provider="sandbox"))
+        session.commit()
+    stripe, _ = customer()
+    merchant.method("sandbox", "tok_ok", stripe["customer_id"])
+    payment = charge_with(stripe_down, merchant, merchant.pay_with(stripe)["id"])
     assert (payment["status"], payment["payment_method_id"]) == ("processing", stripe["id"])
