@@ -136,6 +136,10 @@ class PaymentProvider(Protocol):
         """Refund part or all of a charge, once per idempotency key."""
         ...
 
+    def lookup_refund(self, request: RefundRequest) -> RefundResult | None:
+        """The refund made for our refund id (`refund_id`), or None if there is none."""
+        ...
+
 
 def charge_each(
     charge: Callable[[ChargeRequest], ChargeResult],

@@ -233,6 +233,21 @@ class PayPalProvider:
             raise PaymentDeclined(issue.code, issue.message, hard=True) from None
         return RefundResult(reference=str(refund["id"]))
 
+    def lookup_refund(self, request: RefundRequest) -> RefundResult | None:
+        """The refund of the capture's order whose custom_id is our refund id, if any."""
+        account = self._account(request.livemode)
+        with _mapped(money=False):
+            capture = _body(account.client.payments.get_captured_payment(
+                {"capture_id": request.payment_reference}))
+        order_id = ((capture.get("supplementary_data") or {}).get("related_ids") or {}).get(
+            "order_id")
+        if not order_id:
+            raise OutcomeUnknown("paypal: the capture names no order to look its refunds up")
+        units = self._get(account, str(order_id)).get("purchase_units") or [{}]
+        refunds = (units[0].get("payments") or {}).get("refunds") or []
+        found = next((r for r in refunds if r.get("custom_id") == request.refund_id), None)
+        return None if found is None else RefundResult(reference=str(found["id"]))
+
     def verify_webhook(
         self, body: bytes, headers: Mapping[str, str], *, livemode: bool
     ) -> WebhookEvent:

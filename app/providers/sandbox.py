@@ -157,6 +157,13 @@ class SandboxProvider:
             charge.amount_refunded += request.amount
             return RefundResult(reference=refund.id)
 
+    def lookup_refund(self, request: RefundRequest) -> RefundResult | None:
+        _test_only(request.livemode)
+        with self._sessions() as session:
+            refund_id = session.scalar(select(SandboxRefund.id).where(
+                SandboxRefund.idempotency_key == request.idempotency_key))
+        return None if refund_id is None else RefundResult(reference=refund_id)
+
     def charge_count(self, payment_id: str) -> int:
         """How many charges the sandbox accepted for one payment (1 at most, if all is well)."""
         with self._sessions() as session:

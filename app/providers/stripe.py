@@ -174,6 +174,16 @@ class StripeProvider:
             refund = client.v1.refunds.create(params, {"idempotency_key": request.idempotency_key})
         return RefundResult(reference=refund.id)
 
+    def lookup_refund(self, request: RefundRequest) -> RefundResult | None:
+        """The PaymentIntent's refund whose metadata names our refund id, if any."""
+        client = self._client(request.livemode)
+        with _mapped(money=False):
+            refunds = client.v1.refunds.list(
+                {"payment_intent": request.payment_reference, "limit": 100}).to_dict()["data"]
+        found = next((r for r in refunds
+                      if (r.get("metadata") or {}).get("refund_id") == request.refund_id), None)
+        return None if found is None else RefundResult(reference=str(found["id"]))
+
     def verify_webhook(
         self, body: bytes, headers: Mapping[str, str], *, livemode: bool
     ) -> WebhookEvent:

@@ -158,16 +158,22 @@ def test_refunds_in_parts_then_refuses_an_over_refund(case: Case) -> None:
     request = case.request("ok", amount=1000)
     reference = case.adapter.charge(request).reference
 
-    def refund(refund_id: str, amount: int) -> str:
-        return case.adapter.refund(RefundRequest(
+    def request(refund_id: str, amount: int) -> RefundRequest:
+        return RefundRequest(
             tenant_id=case.tenant_id, livemode=False, refund_id=refund_id,
             payment_reference=reference, idempotency_key=refund_id, amount=amount,
             currency="usd",
-        )).reference
+        )
+
+    def refund(refund_id: str, amount: int) -> str:
+        return case.adapter.refund(request(refund_id, amount)).reference
 
     first_id = new_id("re")
+    assert case.adapter.lookup_refund(request(first_id, 400)) is None
     first = refund(first_id, 400)
     assert refund(first_id, 400) == first  # the same key: the same refund
+    found = case.adapter.lookup_refund(request(first_id, 400))  # by our refund id
+    assert found is not None and found.reference == first
     assert refund(new_id("re"), 600)
     with pytest.raises(PaymentDeclined) as over:
         refund(new_id("re"), 1)

@@ -17,10 +17,10 @@ from sqlalchemy import update
 
 from app.clock import utcnow
 from app.ids import new_id
-from app.models import PaymentAttempt
+from app.models import PaymentAttempt, Refund
 from app.providers.base import ChargeRequest
 from app.providers.errors import OutcomeUnknown, PaymentDeclined, ProviderRateLimited
-from app.services import charge
+from app.services import charge, refunds
 from tests.sim.fixtures import TOKENS, Merchant, Sims
 from tests.sim.paypal_sim import PayPalSim
 from tests.sim.stripe_sim import StripeSim
@@ -294,3 +294,63 @@ def test_paypal_takes_huf_in_whole_units_and_declines_the_rest_before_calling(
     assert (declined.value.code, declined.value.hard) == ("amount_not_supported", True)
     assert not [r for r in sims.paypal.requests_to("/v2/checkout/orders*")
                 if fraction.payment_id.encode() in r.body]
+
+
+REFUND_CALL = {"stripe": "/v1/refunds", "paypal": "/v2/payments/captures/*/refund"}
+
+
+def refund_pending(merchant: Merchant, provider: str) -> tuple[str, str]:
+    """A succeeded payment and a refund of part of it, recorded, not yet sent."""
+    payment = merchant.charge(merchant.pay(provider, TOKENS[provider]["ok"])["id"])
+    assert payment["status"] == "succeeded"
+    api = merchant.api
+    refund = api.ok(api.post(f"/payments/{payment['id']}/refunds", {"amount": 500}), 201)
+    return payment["id"], refund["id"]
+
+
+def refunded_at(sim: StripeSim | PayPalSim, refund_id: str) -> int:
+    """How many refunds the provider made for our refund id."""
+    return sum(1 for r in sim.refunds
+               if (r.get("metadata") or {}).get("refund_id", r.get("custom_id")) == refund_id)
+
+
+def process_refund(merchant: Merchant, refund_id: str) -> str:
+    c = merchant.container
+    refunds.process_refund(c.uow, c.providers, refund_id)
+    return str(merchant.api.ok(merchant.api.get(f"/refunds/{refund_id}"), 200)["status"])
+
+
+def date_refund_back(merchant: Merchant, provider: str, refund_id: str) -> None:
+    window = merchant.container.providers.get(provider, merchant.tenant_id).idempotency_window
+    assert window is not None
+    with merchant.container.session_factory() as session:
+        session.execute(update(Refund).where(Refund.id == refund_id)
+                        .values(created_at=utcnow() - window - timedelta(minutes=1)))
+        session.commit()
+
+
+@PROVIDERS
+def test_a_refund_whose_answer_was_lost_is_found_not_sent_again_past_the_window(
+    merchant: Merchant, sims: Sims, provider: str
+) -> None:
+    sim = getattr(sims, provider)
+    _, refund_id = refund_pending(merchant, provider)
+    sim.inject("lost", REFUND_CALL[provider], method="POST")  # refunded; answer lost
+    assert process_refund(merchant, refund_id) == "pending"
+    # Nothing ran for longer than the provider keeps keys: a re-send would refund again.
+    getattr(sim, "forget_keys" if provider == "stripe" else "forget_request_ids")()
+    date_refund_back(merchant, provider, refund_id)
+    assert process_refund(merchant, refund_id) == "succeeded"  # found by our refund id
+    assert refunded_at(sim, refund_id) == 1
+    assert len(sim.requests_to(REFUND_CALL[provider], "POST")) == 1
+
+
+@PROVIDERS
+def test_a_refund_never_made_is_not_sent_past_the_window(
+    merchant: Merchant, sims: Sims, provider: str
+) -> None:
+    sim = getattr(sims, provider)
+    _, refund_id = refund_pending(merchant, provider)
+    date_refund_back(merchant, provider, refund_id)
+    assert process_refund(merchant, refund_id) == "pending"  # left for a person to check
+    assert refunded_at(sim, refund_id) == 0

@@ -269,6 +269,11 @@ class PayPalSim(SimServer):
         if method == "POST" and parts[:3] == ["v2", "payments", "captures"] and \
                 parts[4:] == ["refund"]:
             return self._refund(client_id, parts[3], body)
+        if method == "GET" and parts[:3] == ["v2", "payments", "captures"] and len(parts) == 4:
+            capture = self._capture_of(client_id, parts[3])
+            return Reply(200, _public(capture)) if capture else problem(
+                404, "RESOURCE_NOT_FOUND", "The specified resource does not exist.",
+                "INVALID_RESOURCE_ID")
         if method == "POST" and parts == ["v1", "notifications", "verify-webhook-signature"]:
             return self._verify(client_id, body)
         return problem(404, "NOT_FOUND", "The specified resource does not exist.")
@@ -361,9 +366,12 @@ class PayPalSim(SimServer):
                                                                        "status": "VAULTED"}}}}
         return Reply(201, _public(order))
 
+    def _capture_of(self, client_id: str, capture_id: str) -> dict[str, Any] | None:
+        return next((c for c in self.captures
+                     if c["id"] == capture_id and c["_client"] == client_id), None)
+
     def _refund(self, client_id: str, capture_id: str, body: dict[str, Any]) -> Reply:
-        capture = next((c for c in self.captures
-                        if c["id"] == capture_id and c["_client"] == client_id), None)
+        capture = self._capture_of(client_id, capture_id)
         if capture is None:
             return problem(404, "RESOURCE_NOT_FOUND", "The specified resource does not exist.",
                            "INVALID_RESOURCE_ID")
@@ -378,8 +386,11 @@ class PayPalSim(SimServer):
         refund = {"id": _pp_id(), "status": "COMPLETED",
                   "amount": {"value": body.get("amount", capture["amount"])["value"],
                              "currency_code": capture["amount"]["currency_code"]},
-                  "create_time": _now(), "links": []}
+                  "custom_id": body.get("custom_id"), "create_time": _now(), "links": []}
         self.refunds.append({**refund, "capture_id": capture_id})
+        order = self.orders[capture["supplementary_data"]["related_ids"]["order_id"]]
+        payments = order["purchase_units"][0].setdefault("payments", {})
+        payments.setdefault("refunds", []).append(refund)
         return Reply(201, refund)
 
     def _verify(self, client_id: str, body: dict[str, Any]) -> Reply:

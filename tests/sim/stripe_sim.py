@@ -130,6 +130,11 @@ class StripeSim(SimServer):
         with self.lock:
             return pm_id in self.payment_methods
 
+    def forget_keys(self) -> None:
+        """What 24 hours do at Stripe: every idempotency key is forgotten (objects stay)."""
+        with self.lock:
+            self._idempotency.clear()
+
     def charges_for(self, payment_id: str) -> list[dict[str, Any]]:
         """The successful charges whose PaymentIntent carries our payment id."""
         with self.lock:
@@ -232,6 +237,8 @@ class StripeSim(SimServer):
                 return self._cancel(intent)
         if method == "POST" and parts == ["refunds"]:
             return self._refund(key, params)
+        if method == "GET" and parts == ["refunds"]:
+            return self._list_refunds(key, seen.query.get("payment_intent", ""))
         return error(404, "invalid_request_error", f"Unrecognized request URL ({method}: {path}).")
 
     def _ok(self, obj: dict[str, Any], status: int = 200) -> Reply:
@@ -376,6 +383,14 @@ class StripeSim(SimServer):
                 "next_page": None}
         return Reply(200, body, {"Request-Id": _id("req")})
 
+    def _list_refunds(self, key: str, intent_id: str) -> Reply:
+        intent = self.intents.get(intent_id)
+        if intent is None or intent["_key"] != key:
+            return _missing("payment_intent", intent_id, "payment_intent",
+                            param="payment_intent")
+        found = [r for r in self.refunds if r["payment_intent"] == intent_id]
+        return _listed(sorted(found, key=lambda r: -r["created"]), "/v1/refunds")
+
     def _refund(self, key: str, params: dict[str, Any]) -> Reply:
         intent = self.intents.get(params.get("payment_intent", ""))
         if intent is None or intent["_key"] != key:
@@ -403,6 +418,11 @@ class StripeSim(SimServer):
                   "metadata": params.get("metadata", {}), "created": int(time.time())}
         self.refunds.append(refund)
         return self._ok(refund)
+
+
+def _listed(data: list[dict[str, Any]], url: str) -> Reply:
+    return Reply(200, {"object": "list", "url": url, "has_more": False, "data": data},
+                 {"Request-Id": _id("req")})
 
 
 def _public(obj: dict[str, Any]) -> dict[str, Any]:
