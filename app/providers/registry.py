@@ -1,4 +1,6 @@
-"""Routing of calls to the right adapter, each behind a circuit breaker per provider and tenant."""
+"""Routing of calls to the right adapter, each behind a circuit breaker per provider, tenant
+and mode (test traffic never opens the breaker live charges use). Only transient errors
+count; rejected credentials (ProviderMisconfigured) are a configuration error and do not."""
 
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ class ProviderRegistry:
         self._tenant_providers = tenant_providers
         self._threshold = failure_threshold
         self._recovery = recovery_seconds
-        self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
+        self._breakers: dict[tuple[str, str, bool], CircuitBreaker] = {}
         self._lock = threading.Lock()
         metrics.sampler(self.sample_breakers)
 
@@ -64,10 +66,12 @@ class ProviderRegistry:
     def __contains__(self, name: str) -> bool:
         return name in self._providers
 
-    def call(self, name: str, tenant_id: str, fn: Callable[[PaymentProvider], T]) -> T:
-        """Run `fn(adapter)` through the breaker; an open breaker fails fast as unreachable."""
+    def call(self, name: str, tenant_id: str, fn: Callable[[PaymentProvider], T], *,
+             livemode: bool) -> T:
+        """Run `fn(adapter)` through the breaker of this provider, tenant and mode; an open
+        breaker fails fast as unreachable."""
         adapter = self.get(name, tenant_id)
-        breaker = self._breaker(name, tenant_id)
+        breaker = self._breaker(name, tenant_id, livemode)
         if breaker.opened:  # breaker.call() runs fn regardless; only its decorator checks
             raise ProviderUnreachable(f"{name}: circuit open, failing fast")
         with metrics.timer("ProviderCallLatency", Provider=name):
@@ -75,15 +79,16 @@ class ProviderRegistry:
         return result
 
     def charge_many(
-        self, name: str, tenant_id: str, requests: Sequence[ChargeRequest]
+        self, name: str, tenant_id: str, livemode: bool, requests: Sequence[ChargeRequest]
     ) -> list[ChargeResult | ProviderError]:
-        """Charge a batch at one provider for one tenant, each result counted by the breaker
-        as one call; an open breaker fails them all fast as unreachable."""
+        """Charge a batch at one provider for one tenant in one mode, each result counted by
+        the breaker as one call; an open breaker fails them all fast as unreachable."""
+        assert all(r.livemode is livemode for r in requests)
         try:
             adapter = self.get(name, tenant_id)
         except ProviderNotConfigured as exc:
             return [exc] * len(requests)
-        breaker = self._breaker(name, tenant_id)
+        breaker = self._breaker(name, tenant_id, livemode)
         if breaker.opened:
             return [ProviderUnreachable(f"{name}: circuit open, failing fast")] * len(requests)
         with metrics.timer("ProviderCallLatency", Provider=name):
@@ -98,20 +103,21 @@ class ProviderRegistry:
         return results
 
     def sample_breakers(self) -> None:
-        """CircuitBreakerOpen: how many breakers (one per tenant) are open, per provider."""
+        """CircuitBreakerOpen: how many breakers (one per tenant and mode) are open, per
+        provider."""
         with self._lock:
-            open_names = [name for (name, _), b in self._breakers.items() if b.opened]
+            open_names = [name for (name, _, _), b in self._breakers.items() if b.opened]
         for provider in PROVIDERS:
             metrics.gauge("CircuitBreakerOpen", open_names.count(provider), Provider=provider)
 
-    def _breaker(self, name: str, tenant_id: str) -> CircuitBreaker:
+    def _breaker(self, name: str, tenant_id: str, livemode: bool) -> CircuitBreaker:
         with self._lock:
-            key = (name, tenant_id)
+            key = (name, tenant_id, livemode)
             if key not in self._breakers:
                 self._breakers[key] = CircuitBreaker(
                     failure_threshold=self._threshold,
                     recovery_timeout=self._recovery,
                     expected_exception=TransientProviderError,
-                    name=f"{name}:{tenant_id}",
+                    name=f"{name}:{tenant_id}:{'live' if livemode else 'test'}",
                 )
             return self._breakers[key]

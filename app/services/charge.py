@@ -158,7 +158,8 @@ def void_claimed(
 def _void(providers: ProviderRegistry, claim: Claim) -> Outcome | None:
     request = claim.request
     try:
-        found = providers.call(claim.provider, request.tenant_id, lambda p: p.cancel(request))
+        found = providers.call(claim.provider, request.tenant_id, lambda p: p.cancel(request),
+                               livemode=request.livemode)
     except ProviderError as exc:
         log.warning("could not stop a waiting payment; will try again",
                     extra={"payment_id": request.payment_id, "error": exc.code})
@@ -368,13 +369,15 @@ def _current_attempt(
 
 
 def _call_all(providers: ProviderRegistry, claims: Sequence[Claim]) -> list[Outcome]:
-    """Send the claims to their providers, one batch per provider and tenant."""
-    batches: dict[tuple[str, str], list[int]] = {}
+    """Send the claims to their providers, one batch per provider, tenant and mode."""
+    batches: dict[tuple[str, str, bool], list[int]] = {}
     for index, claim in enumerate(claims):
-        batches.setdefault((claim.provider, claim.request.tenant_id), []).append(index)
+        request = claim.request
+        batches.setdefault((claim.provider, request.tenant_id, request.livemode), []
+                           ).append(index)
     outcomes: list[Outcome | None] = [None] * len(claims)
-    for (provider, tenant_id), indexes in batches.items():
-        results = providers.charge_many(provider, tenant_id,
+    for (provider, tenant_id, livemode), indexes in batches.items():
+        results = providers.charge_many(provider, tenant_id, livemode,
                                         [claims[i].request for i in indexes])
         for index, result in zip(indexes, results, strict=True):
             outcomes[index] = _outcome_of(claims[index], result)
@@ -463,6 +466,8 @@ def _record(session: Session, payment: Payment, outcome: Outcome) -> None:
     attempt.failure_code = outcome.failure[0] if outcome.failure else None
     attempt.updated_at = utcnow()
     payment.lease_until = payment.lease_owner = None
+    if outcome.retry_after:  # nobody re-drives it before the provider said (Retry-After)
+        payment.lease_until = utcnow() + timedelta(seconds=outcome.retry_after)
     if outcome.retry:
         if _unreached(payment, outcome):
             failover.fail_over(session, payment, outcome.claim.provider)

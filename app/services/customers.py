@@ -81,7 +81,8 @@ def attach_payment_method(
         raise Forbidden("The sandbox provider is available in test mode only.")
     try:
         details = providers.call(
-            provider.value, scope.tenant_id, lambda p: p.describe(token, livemode=scope.livemode)
+            provider.value, scope.tenant_id, lambda p: p.describe(token, livemode=scope.livemode),
+            livemode=scope.livemode,
         )
     except ProviderNotConfigured as exc:
         raise Invalid("provider", str(exc), code="provider_not_configured") from exc
@@ -188,7 +189,8 @@ def _detach(
     provider = method.provider.value
     try:
         providers.call(provider, scope.tenant_id,
-                       lambda p: p.detach(method.token, livemode=scope.livemode))
+                       lambda p: p.detach(method.token, livemode=scope.livemode),
+                       livemode=scope.livemode)
     except ProviderNotConfigured as exc:
         raise Conflict(f"{exc} It is needed to detach this payment method there.",
                        code="provider_not_configured") from exc

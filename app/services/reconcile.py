@@ -12,7 +12,7 @@ from sqlalchemy import or_, select, update
 from app.clock import utcnow
 from app.models import Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
 from app.models.uow import UnitOfWork, UnitOfWorkFactory
-from app.providers.errors import ProviderError
+from app.providers.errors import ProviderError, ProviderRateLimited
 from app.providers.registry import ProviderRegistry
 from app.services.charge import claim_of, settle_result
 
@@ -77,7 +77,13 @@ def reconcile_payment(
         sent_at = attempt.created_at
     request = claim.request
     try:
-        found = providers.call(claim.provider, request.tenant_id, lambda p: p.lookup(request))
+        found = providers.call(claim.provider, request.tenant_id, lambda p: p.lookup(request),
+                               livemode=request.livemode)
+    except ProviderRateLimited as exc:
+        log.warning("lookup rate limited; will try again", extra={"payment_id": payment_id})
+        if exc.retry_after:
+            _not_before(uows, payment_id, exc.retry_after)
+        return
     except ProviderError:
         log.warning("lookup failed; will try again", extra={"payment_id": payment_id})
         return
@@ -99,4 +105,17 @@ def reconcile_payment(
             .values(status=PaymentStatus.PROCESSING, lease_until=None)
         )
         uow.after_commit(lambda: enqueue("charge_payment", payment_id))
+        uow.commit()
+
+
+def _not_before(uows: UnitOfWorkFactory, payment_id: str, seconds: float) -> None:
+    """Keep an `unknown` payment from being re-driven before the provider's Retry-After:
+    `claim_stale_work` leaves a payment alone while its lease runs."""
+    with uows() as uow:
+        uow.session.execute(
+            update(Payment)
+            .where(Payment.id == payment_id, Payment.status == PaymentStatus.UNKNOWN)
+            .values(lease_until=utcnow() + timedelta(seconds=seconds),
+                    updated_at=Payment.updated_at)
+        )
         uow.commit()

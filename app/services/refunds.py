@@ -42,14 +42,14 @@ def process_refund(uows: UnitOfWorkFactory, providers: ProviderRegistry, refund_
         window = providers.get(charged.provider, refund.tenant_id).idempotency_window
         try:
             result = providers.call(charged.provider, refund.tenant_id,
-                                    lambda p: p.lookup_refund(request))
+                                    lambda p: p.lookup_refund(request), livemode=refund.livemode)
             if result is None and window is not None and utcnow() - refund.created_at > window:
                 log.error("refund past the provider's idempotency window: not sent again",
                           extra={"refund_id": refund.id, "provider": charged.provider})
                 return
             if result is None:
                 result = providers.call(charged.provider, refund.tenant_id,
-                                        lambda p: p.refund(request))
+                                        lambda p: p.refund(request), livemode=refund.livemode)
         except OutcomeUnknown:
             return  # stays pending; reconciliation sends it again with the same key
         except PaymentDeclined as exc:

@@ -152,7 +152,8 @@ def _fail(uows: UnitOfWorkFactory, providers: ProviderRegistry, claim: Claim,
           event: WebhookEvent) -> str:
     """Fail a payment waiting for its customer, unless the provider says otherwise now."""
     request = claim.request
-    now = providers.call(claim.provider, request.tenant_id, lambda p: p.lookup(request))
+    now = providers.call(claim.provider, request.tenant_id, lambda p: p.lookup(request),
+                         livemode=request.livemode)
     if now is not None and now.status == "succeeded":
         settle_result(uows, claim, now)
         return "settled: the provider says it succeeded"

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from typing import Any
 
 import pytest
+from flask import Flask
 from prometheus_client import REGISTRY
 
 from app.bootstrap import Container
 from app.ids import new_id
 from app.providers.base import ChargeRequest, ChargeResult
-from app.providers.errors import PaymentDeclined, ProviderUnavailable
+from app.providers.errors import PaymentDeclined, ProviderUnavailable, TransientProviderError
 from app.providers.registry import ProviderRegistry
 from app.providers.sandbox import SandboxProvider
+from app.services import charge as charge_service
 from app.services import queries
 from app.services.queries import Reader
 from app.services.scope import Scope
+from tests.sim.fixtures import Merchant, Sims
 from tests.support import eventually
 
 
@@ -30,7 +35,8 @@ def request(tenant_id: str, token: str) -> ChargeRequest:
 
 def charge(registry: ProviderRegistry, tenant_id: str, token: str) -> ChargeResult:
     req = request(tenant_id, token)
-    return registry.call("sandbox", tenant_id, lambda provider: provider.charge(req))
+    return registry.call("sandbox", tenant_id, lambda provider: provider.charge(req),
+                         livemode=False)
 
 
 @pytest.fixture()
@@ -110,3 +116,60 @@ def test_declines_do_not_count_toward_the_breaker(
         with pytest.raises(PaymentDeclined):
             charge(registry, tenant, "tok_decline")
     assert charge(registry, tenant, "tok_ok").status == "succeeded"
+
+
+def set_stripe_key(app: Flask, merchant: Merchant, key: str, mode: str = "test") -> None:
+    """Store a tenant's Stripe secret key with the operator CLI, as an operator would."""
+    result = app.test_cli_runner().invoke(
+        args=["providers", "set", merchant.tenant_id, "stripe", "--mode", mode],
+        input=json.dumps({"secret_key": key, "webhook_secret": "whsec_x"}))
+    assert result.exit_code == 0, result.output
+
+
+def pay_and_charge(merchant: Merchant, method: dict[str, Any],
+                   key: str | None = None) -> dict[str, Any]:
+    api = merchant.api
+    body = {"amount": 700, "currency": "usd", "customer_id": method["customer_id"],
+            "payment_method_id": method["id"]}
+    payment = api.ok(api.post("/pay", body, key=key,
+                              headers={"Idempotency-Key": uuid.uuid4().hex}), 202)
+    c = merchant.container
+    try:
+        charge_service.charge_payment(c.uow, c.providers, payment["id"],
+                                      lease_seconds=c.config.payment_lease_seconds)
+    except TransientProviderError:
+        pass
+    return api.ok(api.get(f"/payments/{payment['id']}", key=key), 200)
+
+
+def test_test_traffic_cannot_open_the_breaker_live_charges_use(
+    merchant: Merchant, sims: Sims, sim_app: Flask
+) -> None:
+    api = merchant.api
+    set_stripe_key(sim_app, merchant, sims.stripe.new_key(livemode=True), "live")
+    live_customer = api.customer(key=api.live_key)
+    live_method = api.ok(api.post(f"/customers/{live_customer['id']}/payment-methods",
+                                  {"provider": "stripe", "token": "pm_card_visa"},
+                                  key=api.live_key), 201)
+    threshold = merchant.container.config.breaker_failure_threshold
+    test_methods = [merchant.method("stripe", "pm_card_visa") for _ in range(threshold)]
+    sims.stripe.inject("500", "/v1/payment_methods/*", count=threshold)
+    for method in test_methods:  # test traffic fails until the test-mode breaker opens
+        assert pay_and_charge(merchant, method)["status"] == "processing"
+    assert [a["failure_code"] for a in pay_and_charge(merchant, test_methods[0])["attempts"]
+            ] == ["provider_unavailable"]  # failed fast: the breaker is open
+    live = pay_and_charge(merchant, live_method, key=api.live_key)
+    assert live["status"] == "succeeded"
+
+
+def test_rejected_credentials_fail_as_misconfigured_without_opening_the_breaker(
+    merchant: Merchant, sim_app: Flask
+) -> None:
+    threshold = merchant.container.config.breaker_failure_threshold
+    methods = [merchant.method("stripe", "pm_card_visa") for _ in range(threshold + 2)]
+    set_stripe_key(sim_app, merchant, "sk_test_revoked0000000000")  # Stripe answers 401
+    for method in methods[:-1]:
+        failed = pay_and_charge(merchant, method)
+        assert (failed["status"], failed["failure_code"]) == ("failed", "provider_misconfigured")
+    set_stripe_key(sim_app, merchant, merchant.stripe_key)  # the operator fixes it
+    assert pay_and_charge(merchant, methods[-1])["status"] == "succeeded"  # breaker closed

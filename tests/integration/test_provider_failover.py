@@ -125,10 +125,11 @@ def test_an_open_breaker_fails_over_too(
         )
         with pytest.raises(ProviderUnavailable):
             sim_container.providers.call("stripe", merchant.tenant_id,
-                                         lambda p, r=request: p.charge(r))
+                                         lambda p, r=request: p.charge(r), livemode=False)
     with pytest.raises(ProviderUnreachable, match="circuit open"):
         sim_container.providers.call("stripe", merchant.tenant_id,
-                                     lambda p: p.describe("pm_card_visa", livemode=False))
+                                     lambda p: p.describe("pm_card_visa", livemode=False),
+                                     livemode=False)
     payment = merchant.pay_with(stripe)
     switched = charge_with(sim_container, merchant, payment["id"])
     assert switched["payment_method_id"] == paypal["id"]

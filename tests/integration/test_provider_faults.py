@@ -20,10 +20,11 @@ from app.ids import new_id
 from app.models import PaymentAttempt, Refund
 from app.providers.base import ChargeRequest
 from app.providers.errors import OutcomeUnknown, PaymentDeclined, ProviderRateLimited
-from app.services import charge, refunds
+from app.services import charge, reconcile, refunds
 from tests.sim.fixtures import TOKENS, Merchant, Sims
 from tests.sim.paypal_sim import PayPalSim
 from tests.sim.stripe_sim import StripeSim
+from tests.support import eventually
 
 MONEY_CALL = {"stripe": "/v1/payment_intents/*/confirm", "paypal": "/v2/checkout/orders/*/capture"}
 FIRST_CALL = {"stripe": "/v1/payment_methods/*", "paypal": "/v2/checkout/orders"}
@@ -131,8 +132,39 @@ def test_a_429_carries_retry_after_and_is_retried(
     assert raised.value.retry_after == 2
     assert merchant.payment(payment["id"])["attempts"][0]["failure_code"] == \
         "provider_rate_limited"
-    assert merchant.charge(payment["id"])["status"] == "succeeded"
+    assert merchant.charge(payment["id"])["status"] == "processing"  # not before 2 s
+    eventually(lambda: merchant.charge(payment["id"])["status"] == "succeeded", 10,
+               what="the retry after Retry-After")
     assert sims.ledger(provider, payment["id"]) == 1
+
+
+def redriven(merchant: Merchant) -> list[tuple[object, ...]]:
+    """What the scheduler's reconciliation pass would re-drive now (stale at once)."""
+    sent: list[tuple[object, ...]] = []
+    with merchant.container.uow() as uow:
+        reconcile.claim_stale_work(uow, lambda *args: sent.append(args), stale_seconds=0,
+                                   batch=10_000)
+    return sent
+
+
+@PROVIDERS
+def test_no_path_re_drives_a_payment_before_the_providers_retry_after(
+    merchant: Merchant, sims: Sims, provider: str
+) -> None:
+    sim = getattr(sims, provider)
+    charged = merchant.pay(provider, TOKENS[provider]["ok"])
+    sim.inject("429", MONEY_CALL[provider], retry_after=120)
+    assert merchant.charge(charged["id"])["status"] == "processing"
+    lost = merchant.pay(provider, TOKENS[provider]["ok"])
+    sim.inject("lost", MONEY_CALL[provider])
+    assert merchant.charge(lost["id"])["status"] == "unknown"
+    sim.inject("429", "*", method="GET", retry_after=120)  # every lookup
+    assert merchant.reconcile(lost["id"])["status"] == "unknown"  # the lookup was refused
+    sim.clear_faults()
+    waiting = {charged["id"], lost["id"]}
+    assert not waiting & {args[1] for args in redriven(merchant)}
+    assert merchant.charge(charged["id"])["status"] == "processing"  # the actor's retry
+    assert len(keys_sent(sim, provider, charged["id"])) == 1
 
 
 @PROVIDERS
