@@ -98,11 +98,11 @@ class RetryPolicy:
         return float(min(self.min_backoff_ms << max(retries - 1, 0), self.max_backoff_ms)) / 1000
 
     def wait_ms(self, error: TransientProviderError) -> int | None:
-        """The provider's own Retry-After, within our bounds; None: use our own backoff."""
+        """The provider's own Retry-After (at least our minimum backoff), never shortened:
+        the payment is held off until then anyway (its lease); None: use our own backoff."""
         if not isinstance(error, ProviderRateLimited) or error.retry_after is None:
             return None
-        asked = int(error.retry_after * 1000)
-        return min(max(asked, self.min_backoff_ms), self.max_backoff_ms)
+        return max(int(error.retry_after * 1000), self.min_backoff_ms)
 
 
 def charge_payment(
