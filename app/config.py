@@ -90,6 +90,9 @@ class Config:
     mail_ssl_cafile: str = ""
     mail_username: str = ""
     mail_password: str = ""
+    # host:port of the SMTP server that gets all test-mode mail (a sink, plain SMTP); unset,
+    # test-mode mail is recorded as skipped and not sent. Never a real customer's server.
+    test_mail_server: str = ""
     mail_default_sender: str = "Subscription Engine <billing@localhost>"
     mail_max_retries: int = 10
     mail_min_backoff_ms: int = 1000

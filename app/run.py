@@ -34,14 +34,16 @@ def commands(config: Config, port: str) -> dict[str, list[str]]:
     """The processes of the engine, as production runs them, plus local stand-ins.
 
     With KAFKA_BOOTSTRAP_SERVERS unset the embedded Kafka broker runs too, and with the
-    default mail settings an SMTP sink that saves each mail under var/mail/. They start
-    first, so the relay and the mail actor find them.
+    default mail settings an SMTP sink that saves each mail under var/mail/ (test-mode mail
+    goes there too: TEST_MAIL_SERVER). They start first, so the relay and the mail actor
+    find them.
     """
     bin_dir = Path(sys.executable).parent
     specs: dict[str, list[str]] = {}
     if not config.kafka_bootstrap_servers:
         specs["kafka"] = [sys.executable, "-m", "app.events.embedded_broker"]
-    if config.mail_server in ("127.0.0.1", "localhost") and config.mail_port == SINK_PORT:
+    sink = {f"{host}:{SINK_PORT}" for host in ("127.0.0.1", "localhost")}
+    if f"{config.mail_server}:{config.mail_port}" in sink or config.test_mail_server in sink:
         specs["mail-sink"] = [sys.executable, "-m", "app.mail.sink", "--port", str(SINK_PORT),
                               "--dir", str(VAR / "mail")]
     return specs | {
@@ -93,6 +95,7 @@ def main() -> None:
     shutil.rmtree(METRICS_DIR, ignore_errors=True)
     os.environ.setdefault("METRICS_EMF", "off")  # the console shows logs; Prometheus has these
     os.environ.setdefault("ENGINE_ENV", "development")  # allows the development CREDENTIALS_KEY
+    os.environ.setdefault("TEST_MAIL_SERVER", f"127.0.0.1:{SINK_PORT}")  # test-mode mail: the sink
     # Development: webhook endpoints on this machine (127.0.0.1 receivers) are allowed.
     os.environ.setdefault("WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "true")
     port = os.environ.get("PORT", "8000")

@@ -275,13 +275,14 @@ def subscription_object(customer_id: str, status: str, **fields: Any) -> dict[st
     }
 
 
-def record(container: Container, event_type: str, obj: dict[str, Any], tenant_id: str) -> str:
+def record(container: Container, event_type: str, obj: dict[str, Any], tenant_id: str,
+           *, livemode: bool = False) -> str:
     """Write one event to the outbox in its own transaction, holding the key's lock as
     the services hold the object's row lock."""
     with container.uow() as uow:
         uow.session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": obj["id"]})
         event_id = outbox.record(uow.session, event_type, obj, tenant_id=tenant_id,
-                                 livemode=False)
+                                 livemode=livemode)
         uow.commit()
         return event_id
 

@@ -10,7 +10,7 @@ from sqlalchemy.exc import OperationalError
 from app.bootstrap import QUEUES
 from app.jobs.runtime import container
 from app.mail import service
-from app.mail.sender import Mailer
+from app.mail.sender import Mailer, mailer_for
 
 _config = container().config
 
@@ -21,9 +21,9 @@ def _transient(retries: int, exc: BaseException) -> bool:
 
 
 @functools.cache
-def mailer() -> Mailer:
-    """This worker process's Flask-Mail sender."""
-    return Mailer(container().config)
+def mailer(livemode: bool) -> Mailer | None:
+    """This worker process's Flask-Mail sender of a mode (test mode: TEST_MAIL_SERVER's)."""
+    return mailer_for(container().config, livemode=livemode)
 
 
 @dramatiq.actor(
@@ -36,4 +36,4 @@ def mailer() -> Mailer:
 )
 def send_mail(event_id: str) -> None:
     """Send the customer the mail of outbox event `event_id`, once."""
-    service.send_event_mail(container().uow, mailer(), event_id)
+    service.send_event_mail(container().uow, mailer, event_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+from dataclasses import replace
 from email.utils import parseaddr
 
 from flask import Flask
@@ -81,3 +82,17 @@ class _VerifiedConnection(Connection):
         if self.mail.username and self.mail.password:
             host.login(self.mail.username, self.mail.password)
         return host
+
+
+def mailer_for(config: Config, *, livemode: bool) -> Mailer | None:
+    """Live-mode mail goes to MAIL_SERVER; test-mode mail only to TEST_MAIL_SERVER
+    (plain SMTP, no login), and nowhere (None) while that is unset."""
+    if livemode:
+        return Mailer(config)
+    if not config.test_mail_server:
+        return None
+    host, _, port = config.test_mail_server.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"TEST_MAIL_SERVER must be host:port, got {config.test_mail_server!r}")
+    return Mailer(replace(config, mail_server=host, mail_port=int(port), mail_security="none",
+                          mail_ssl_cafile="", mail_username="", mail_password=""))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -16,13 +17,16 @@ from app.models.uow import UnitOfWorkFactory
 log = logging.getLogger(__name__)
 
 
-def send_event_mail(uows: UnitOfWorkFactory, mailer: Mailer, event_id: str) -> str:
+def send_event_mail(
+    uows: UnitOfWorkFactory, mailers: Callable[[bool], Mailer | None], event_id: str
+) -> str:
     """Send the mail of event `event_id` unless it was sent; returns what happened.
 
     The dedupe row (event_id, kind) is inserted, the mail handed to SMTP, then the row
     committed: a concurrent or repeated run waits on the row and then finds it; an SMTP
     failure rolls it back so that the retry sends. Only a crash between SMTP's answer and
-    the commit can send twice, and the Message-ID then names the same mail.
+    the commit can send twice, and the Message-ID then names the same mail. `mailers` gives
+    the sender of a mode; none (test mode without TEST_MAIL_SERVER) records it as skipped.
     """
     with uows() as uow:
         event = uow.session.scalar(select(OutboxEvent).where(OutboxEvent.event_id == event_id))
@@ -36,16 +40,23 @@ def send_event_mail(uows: UnitOfWorkFactory, mailer: Mailer, event_id: str) -> s
         if mail_context is None:
             return "no_recipient"
         email = build(event.payload, mail_context)
-        msg_id = message_id(event_id, kind, mailer.domain)
+        mailer = mailers(bool(event.payload["livemode"]))
+        msg_id = message_id(event_id, kind, mailer.domain) if mailer is not None else ""
         claimed = uow.session.scalar(
             insert(SentMail)
             .values(event_id=event_id, kind=kind, tenant_id=event.payload["tenant_id"],
-                    recipient=email.recipient, subject=email.subject, message_id=msg_id)
+                    recipient=email.recipient, subject=email.subject, message_id=msg_id,
+                    status="sent" if mailer is not None else "skipped")
             .on_conflict_do_nothing(index_elements=["event_id", "kind"])
             .returning(SentMail.id)
         )
         if claimed is None:
             return "duplicate"
+        if mailer is None:
+            uow.commit()
+            log.info("test-mode mail skipped: no TEST_MAIL_SERVER",
+                     extra={"event_id": event_id, "kind": kind})
+            return "skipped"
         mailer.send(email, msg_id)
         uow.commit()
         log.info("mail sent", extra={"event_id": event_id, "kind": kind})

@@ -12,7 +12,8 @@ from app.models.base import Base
 
 
 class SentMail(Base):
-    """A mail that left for the SMTP server; its (event_id, kind) is never sent again."""
+    """A mail that left for the SMTP server (or was skipped); its (event_id, kind) is never
+    sent again."""
 
     __tablename__ = "sent_mails"
     __table_args__ = (UniqueConstraint("event_id", "kind"),)
@@ -24,4 +25,6 @@ class SentMail(Base):
     recipient: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(String(200))
     message_id: Mapped[str] = mapped_column(String(200))
+    #: `sent`, or `skipped`: test-mode mail while TEST_MAIL_SERVER is unset (never sent).
+    status: Mapped[str] = mapped_column(String(16), default="sent", server_default="sent")
     sent_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())

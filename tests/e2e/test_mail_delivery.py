@@ -69,7 +69,8 @@ def stack(
     smtp = SmtpServer()
     smtp.start()
     own = kafka_config(config, broker, redis_namespace=f"{config.redis_namespace}-mail",
-                       mail_port=smtp.port, mail_min_backoff_ms=50, mail_max_backoff_ms=200,
+                       mail_port=smtp.port, test_mail_server=f"127.0.0.1:{smtp.port}",
+                       mail_min_backoff_ms=50, mail_max_backoff_ms=200,
                        mail_default_sender="Billing <billing@merchant.test>")
     logs = tmp_path_factory.mktemp("mail")
     worker = start_worker(own, threads=2, stdout=(logs / "worker.log").open("ab"),
