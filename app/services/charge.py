@@ -44,7 +44,7 @@ from app.providers.errors import (
     TransientProviderError,
 )
 from app.providers.registry import ProviderRegistry
-from app.services import billing_cycle, failover
+from app.services import billing_cycle, failover, locks
 from app.services.lease import Lease, kept_alive
 
 log = logging.getLogger(__name__)
@@ -183,13 +183,12 @@ def give_up(uows: UnitOfWorkFactory, payment_id: str) -> None:
     for reconciliation to settle from the provider's word.
     """
     with uows() as uow:
-        payment = uow.session.get(Payment, payment_id)
-        if payment is None:
+        found = uow.session.get(Payment, payment_id)
+        if found is None:
             return
-        _held = _lock_subscriptions(uow.session, [payment.subscription_id])
-        payment = uow.session.get_one(
-            Payment, payment_id, with_for_update=True, populate_existing=True
-        )
+        locked = locks.lock(uow.session, subscription_ids=[found.subscription_id],
+                            payment_ids=[payment_id])
+        payment = locked.payments[payment_id]
         if payment.status is not PaymentStatus.PROCESSING:
             return
         if payment.lease_until is not None and payment.lease_until > utcnow():
@@ -409,41 +408,16 @@ def _outcome(claim: Claim, result: ChargeResult) -> Outcome:
 def settle(uows: UnitOfWorkFactory, outcomes: Sequence[Outcome]) -> None:
     """Record attempts' outcomes, payments' new statuses and their events, once, together.
 
-    Locks go subscriptions first, then payments, each in id order, as everywhere else.
+    Locks go subscriptions first, then payments, each in id order (app/services/locks.py).
     """
     with uows() as uow:
         session = uow.session
-        _held = _lock_subscriptions(session, [o.claim.subscription_id for o in outcomes])
-        ids = [o.payment_id for o in outcomes]
-        payments = {
-            p.id: p
-            for p in session.scalars(
-                select(Payment)
-                .where(Payment.id.in_(ids))
-                .order_by(Payment.id)
-                .with_for_update()
-                .options(selectinload(Payment.attempts))
-                .execution_options(populate_existing=True)
-            )
-        }
+        locked = locks.lock(session,
+                            subscription_ids=[o.claim.subscription_id for o in outcomes],
+                            payment_ids=[o.payment_id for o in outcomes])
         for outcome in outcomes:
-            _record(session, payments[outcome.payment_id], outcome)
+            _record(session, locked.payments[outcome.payment_id], outcome)
         uow.commit()
-
-
-def _lock_subscriptions(session: Session, ids: Sequence[str | None]) -> list[Subscription]:
-    """Lock these subscriptions; hold the returned list so they stay in the identity map."""
-    wanted = sorted({i for i in ids if i is not None})
-    if not wanted:
-        return []
-    return list(
-        session.scalars(
-            select(Subscription)
-            .where(Subscription.id.in_(wanted))
-            .order_by(Subscription.id)
-            .with_for_update()
-        )
-    )
 
 
 def _record(session: Session, payment: Payment, outcome: Outcome) -> None:

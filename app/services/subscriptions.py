@@ -30,7 +30,7 @@ from app.models import (
     Subscription,
 )
 from app.models.uow import UnitOfWork
-from app.services import billing_cycle, metadata
+from app.services import billing_cycle, locks, metadata
 from app.services.clocks import now_for
 from app.services.errors import Conflict, Invalid
 from app.services.scope import Scope
@@ -121,8 +121,8 @@ def retry_payment(uow: UnitOfWork, scope: Scope, enqueue: Enqueue, payment_id: s
     """
     session = uow.session
     found = scope.get(session, Payment, payment_id)
-    sub = (session.get(Subscription, found.subscription_id, with_for_update=True)
-           if found.subscription_id else None)  # locks: the subscription, then the payment
+    sub = locks.lock(session, subscription_ids=[found.subscription_id]).subscriptions.get(
+        found.subscription_id or "")  # the subscription, then (_in_dunning) the payment
     payment = _in_dunning(session, sub) if sub is not None else None
     if sub is None or payment is None or payment.id != found.id:
         raise Conflict(
@@ -142,8 +142,8 @@ def _in_dunning(session: Session, sub: Subscription) -> Payment | None:
     it is waiting for it (not being charged right now)."""
     if sub.status is not Status.PAST_DUE or sub.latest_payment_id is None:
         return None
-    payment = session.get_one(Payment, sub.latest_payment_id, with_for_update=True,
-                              populate_existing=True)
+    payment = locks.lock(session, payment_ids=[sub.latest_payment_id]).payments[
+        sub.latest_payment_id]
     waiting = payment.status is PaymentStatus.FAILED and payment.purpose is PaymentPurpose.CYCLE
     return payment if waiting else None
 
