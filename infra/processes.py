@@ -78,7 +78,8 @@ PROCESSES: tuple[Process, ...] = (
         cpu=1024, memory=2048, stop_timeout=40, desired=2,
         uses=frozenset({"postgres", "redis"}),
         environment={**BASE_ENV, "DB_POOL_SIZE": "2"},
-        secrets=("DATABASE_URL", "REDIS_URL", "CREDENTIALS_KEY"),
+        # GETs read from the replica once it has replayed the caller's last write.
+        secrets=("DATABASE_URL", "DATABASE_REPLICA_URLS", "REDIS_URL", "CREDENTIALS_KEY"),
         port=API_PORT,
     ),
     Process(
