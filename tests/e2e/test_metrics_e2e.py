@@ -19,7 +19,7 @@ from app.config import Config
 from app.events.embedded_broker import EmbeddedBroker
 from app.telemetry.catalog import BY_NAME
 from tests import emf
-from tests.e2e.conftest import _own_database
+from tests.e2e.conftest import own_database
 from tests.e2e.stack import Process, Stack, free_port
 from tests.eventing import broker, kafka_config
 from tests.support import eventually
@@ -34,7 +34,7 @@ def metered(config: Config, broker: EmbeddedBroker,
     """The four processes with EMF on (flushed every 0.3 s), each fleet with its own
     Prometheus directory, and the worker fleet, scheduler and relay on metrics ports."""
     settings = replace(kafka_config(config, broker), metrics_emf="on", metrics_flush_seconds=0.3)
-    with _own_database(settings) as own:
+    with own_database(settings) as own:
         logs = tmp_path_factory.mktemp("metrics-e2e")
         stack = Stack(own, logs, web_workers=2)
         worker = stack.processes["worker"]

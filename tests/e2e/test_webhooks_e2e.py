@@ -12,7 +12,7 @@ from standardwebhooks import Webhook
 
 from app.config import Config
 from app.events.embedded_broker import EmbeddedBroker
-from tests.e2e.conftest import _own_database
+from tests.e2e.conftest import own_database
 from tests.e2e.stack import Client, Stack
 from tests.eventing import broker, kafka_config  # noqa: F401 - the module's broker fixture
 from tests.receiver import Receiver, receiving
@@ -31,7 +31,7 @@ def hooks_stack(
     config: Config, broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
 ) -> Iterator[Stack]:
     base = replace(kafka_config(config, broker), webhooks_allow_private_networks=True)
-    with _own_database(base) as own:
+    with own_database(base) as own:
         running = Stack(own, tmp_path_factory.mktemp("webhooks-e2e"))
         try:
             running.start("api", "worker", "scheduler", "relay", "webhooks")
