@@ -24,7 +24,7 @@ from app.replicas import Replica, Replicas, replica_name
 log = logging.getLogger(__name__)
 
 #: Actors that do not run on the default queue.
-QUEUES = {"send_mail": "mail", "deliver_webhooks": "webhooks"}
+QUEUES = {"send_mail": "mail", "deliver_webhooks": "webhooks", "advance_test_clock": "clocks"}
 
 
 @dataclass

@@ -66,6 +66,8 @@ class Config:
     # renewal), and a worker's peak RSS 136 MB against 117 MB; 500 took it to 208 MB.
     renewal_message_size: int = 200
     subscription_lease_seconds: int = 300
+    # Test clocks of one tenant advanced at once (the `clocks` queue); the others wait their turn
+    test_clock_tenant_concurrency: int = 2
     reconcile_interval_seconds: float = 10.0
     reconcile_stale_seconds: int = 30
     reconcile_batch_size: int = 500

@@ -9,6 +9,7 @@ import psycopg2
 import redis
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from app.bootstrap import QUEUES
 from app.clock import utcnow
 from app.jobs.runtime import container
 from app.providers.errors import ProviderRateLimited, TransientProviderError
@@ -19,6 +20,7 @@ _POLICY = charge.RetryPolicy(
     _config.charge_max_retries, _config.charge_min_backoff_ms, _config.charge_max_backoff_ms
 )
 SKIPPED_FIRST_DELAY_MS = 1000
+TENANT_BUSY_DELAY_MS = 1000
 
 
 def _transient(retries: int, exc: BaseException) -> bool:
@@ -95,11 +97,18 @@ def process_subscriptions(subscription_ids: list[str], requeues: int = 0) -> Non
         c.enqueue("process_subscriptions", ran.skipped, requeues + 1, delay_ms=delay_ms)
 
 
-@dramatiq.actor(queue_name="default", time_limit=3_600_000, **_RETRY)
+@dramatiq.actor(queue_name=QUEUES["advance_test_clock"], time_limit=3_600_000, **_RETRY)
 def advance_test_clock(clock_id: str) -> None:
-    """Run everything due on a test clock up to its new frozen time, then mark it ready."""
+    """Run everything due on a test clock up to its new frozen time, then mark it ready.
+
+    On its own queue, and at most TEST_CLOCK_TENANT_CONCURRENCY clocks of a tenant at once:
+    test keys cannot fill the threads that live renewals run on.
+    """
     c = container()
-    with clocks.driving(c.engine, clock_id) as mine:
-        if mine:  # else another worker is advancing it right now
+    slots = c.config.test_clock_tenant_concurrency
+    with clocks.driving(c.engine, clock_id, tenant_slots=slots) as drive:
+        if drive is clocks.Drive.MINE:
             renewals.advance_clock(c.uow, c.providers, c.enqueue, clock_id,
                                    lease_seconds=c.config.payment_lease_seconds, retry=_POLICY)
+        elif drive is clocks.Drive.TENANT_BUSY:  # its turn comes when one of them is done
+            c.enqueue("advance_test_clock", clock_id, delay_ms=TENANT_BUSY_DELAY_MS)

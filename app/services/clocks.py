@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import partial
 
-from sqlalchemy import Engine, select, text, update
+from sqlalchemy import Connection, Engine, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -97,22 +98,47 @@ def redrive_stalled(uow: UnitOfWork, enqueue: Enqueue, *, stale_seconds: int, ba
     return len(stalled)
 
 
-@contextmanager
-def driving(engine: Engine, clock_id: str) -> Iterator[bool]:
-    """Whether the caller may advance the clock: a PostgreSQL advisory lock on a connection
-    of its own (autocommit: no transaction left open), held while the caller advances it.
+class Drive(enum.Enum):
+    """What a worker may do with a clock's advance message."""
 
-    The lock ends with its connection, so a worker that dies frees the clock for the next
-    message, and a second message for a clock being advanced finds it taken.
+    MINE = "mine"  # advance it now
+    TAKEN = "taken"  # another worker is advancing it: drop the message
+    TENANT_BUSY = "tenant_busy"  # the tenant's other clocks use every slot: send it again later
+
+
+@contextmanager
+def driving(engine: Engine, clock_id: str, *, tenant_slots: int) -> Iterator[Drive]:
+    """Whether the caller may advance the clock: PostgreSQL advisory locks on a connection
+    of its own (autocommit: no transaction left open), held while the caller advances it,
+    one on the clock and one of its tenant's `tenant_slots` (TEST_CLOCK_TENANT_CONCURRENCY).
+
+    The locks end with their connection, so a worker that dies frees the clock and its slot
+    for the next message; a second message for a clock being advanced finds it taken; a
+    tenant advancing many clocks at once holds at most `tenant_slots` worker threads.
     """
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        key = connection.scalar(text("SELECT hashtextextended(:id, 0)"), {"id": clock_id})
-        held = bool(connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}))
+        tenant_id = connection.scalar(select(TestClock.tenant_id)
+                                      .where(TestClock.id == clock_id))
+        held: list[int] = []
         try:
-            yield held
+            if _lock(connection, clock_id, held):
+                slots = (f"clock-slot:{tenant_id}:{n}" for n in range(tenant_slots))
+                yield Drive.MINE if any(_lock(connection, s, held) for s in slots) \
+                    else Drive.TENANT_BUSY
+            else:
+                yield Drive.TAKEN
         finally:
-            if held:
-                try:
+            try:
+                for key in held:
                     connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                except DBAPIError:  # the connection is gone, and the lock with it
-                    connection.invalidate()
+            except DBAPIError:  # the connection is gone, and the locks with it
+                connection.invalidate()
+
+
+def _lock(connection: Connection, name: str, held: list[int]) -> bool:
+    """Take the session advisory lock named `name` if it is free; remember it in `held`."""
+    key = int(connection.scalar(text("SELECT hashtextextended(:n, 0)"), {"n": name}))
+    if connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}):
+        held.append(key)
+        return True
+    return False

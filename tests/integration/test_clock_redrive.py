@@ -61,9 +61,26 @@ def test_a_clock_whose_advance_message_was_lost_is_advanced_by_the_scheduler(
 
 def test_a_clock_is_driven_by_one_worker_at_a_time(container: Container) -> None:
     clock_id = _advancing_clock(container)
-    with clocks.driving(container.engine, clock_id) as first:
-        assert first
-        with clocks.driving(container.engine, clock_id) as second:
-            assert not second, "a second driver while the first lives"
-    with clocks.driving(container.engine, clock_id) as after:
-        assert after, "the lock is free once the first driver is done"
+    with clocks.driving(container.engine, clock_id, tenant_slots=1) as first:
+        assert first is clocks.Drive.MINE
+        with clocks.driving(container.engine, clock_id, tenant_slots=1) as second:
+            assert second is clocks.Drive.TAKEN, "a second driver while the first lives"
+    with clocks.driving(container.engine, clock_id, tenant_slots=1) as after:
+        assert after is clocks.Drive.MINE, "the lock is free once the first driver is done"
+
+
+def test_a_tenant_drives_at_most_its_slots_of_clocks_at_once(container: Container) -> None:
+    first, second = _advancing_clock(container), _advancing_clock(container)
+    with container.session_factory() as session:  # the second clock of the first's tenant
+        tenant_id = session.get_one(TestClock, first).tenant_id
+        session.execute(update(TestClock).where(TestClock.id == second)
+                        .values(tenant_id=tenant_id))
+        session.commit()
+    with clocks.driving(container.engine, first, tenant_slots=1) as one:
+        assert one is clocks.Drive.MINE
+        with clocks.driving(container.engine, second, tenant_slots=1) as other:
+            assert other is clocks.Drive.TENANT_BUSY
+        with clocks.driving(container.engine, second, tenant_slots=2) as other:
+            assert other is clocks.Drive.MINE
+    with clocks.driving(container.engine, second, tenant_slots=1) as after:
+        assert after is clocks.Drive.MINE, "the slot is free once the first clock is done"
