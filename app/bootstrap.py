@@ -19,7 +19,7 @@ from app.models.uow import UnitOfWork
 from app.providers.credentials import CredentialStore, Sealer, TenantProviders, builders
 from app.providers.registry import ProviderRegistry
 from app.providers.sandbox import SandboxProvider
-from app.replicas import Replica, Replicas, replica_name
+from app.replicas import Replica, Replicas, bound_replica_waits, replica_name
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,11 @@ class Container:
         """The read replicas of DATABASE_REPLICA_URLS (None: every read on the primary)."""
         if not self.config.database_replica_urls:
             return None
+        urls = self.config.database_replica_urls.split(",")
+        bound_replica_waits(urls, self.config.db_statement_timeout_ms / 1000 + 1,
+                            self.config.db_connect_timeout_seconds)
         members = []
-        for url in self.config.database_replica_urls.split(","):
+        for url in urls:
             engine = self._engine(url)
             members.append(Replica(replica_name(url), engine, sessionmaker(engine)))
         return Replicas(self.engine, members, self.cache.client, self.config.redis_namespace,

@@ -16,11 +16,14 @@ lost would have expired anyway.
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import psycopg2
+import psycopg2.extensions
 import redis
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
@@ -107,6 +110,7 @@ class Replicas:
         """A read on `replica` failed: skip it until the monitor hears from it again."""
         metrics.count("ReplicaFallbacks")
         replica.replayed = 0  # it may come back behind (see Replica.saw)
+        replica.engine.dispose()  # its connections may all be dead or stuck
         if replica.usable:
             replica.usable = False
             log.warning("read replica failed; reading the primary",
@@ -222,6 +226,39 @@ class Replicas:
                 "read replica " + ("back in use" if usable else "skipped"),
                 extra={"replica": replica.name, "reason": why})
         replica.usable = usable
+
+
+def bound_replica_waits(urls: list[str], seconds: float, connect_seconds: float) -> None:
+    """Give up on a replica that has not answered for `seconds`, even a frozen one.
+
+    A stopped (SIGSTOP) server still has its connections acknowledged by the kernel, so no
+    socket timeout fires and the server's statement_timeout never runs: a read sent to it
+    would wait until it thaws. psycopg2's wait callback (one per process) raises
+    OperationalError instead, and the read is retried on the primary. Every other wait is
+    as libpq's own: connecting within `connect_seconds` (libpq leaves connect_timeout to a
+    wait callback), queries bounded by the server's statement_timeout.
+    """
+    bounded = {(make_url(u).host, make_url(u).port or 5432) for u in urls}
+    connected = (psycopg2.extensions.STATUS_READY, psycopg2.extensions.STATUS_BEGIN)
+
+    def wait(connection: psycopg2.extensions.connection) -> None:
+        info = connection.info
+        limit = (connect_seconds if connection.status not in connected
+                 else seconds if (info.host, info.port) in bounded else None)
+        deadline = None if limit is None else time.monotonic() + limit
+        while True:
+            state = connection.poll()
+            if state == psycopg2.extensions.POLL_OK:
+                return
+            reading = state == psycopg2.extensions.POLL_READ
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready = select.select([connection] if reading else [],
+                                  [] if reading else [connection], [], left)
+            if deadline is not None and not any(ready):
+                raise psycopg2.OperationalError(
+                    f"{info.host}:{info.port} did not answer in {limit} s")
+
+    psycopg2.extensions.set_wait_callback(wait)
 
 
 def replica_name(url: str) -> str:

@@ -194,6 +194,27 @@ class Cluster:
         _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.directory), "-m", "immediate", "-w",
                      "stop", check=check)
 
+    def freeze(self) -> None:
+        """SIGSTOP the server and all its processes: connections stay open, nothing answers."""
+        for pid in self._processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self._processes():
+            os.kill(pid, signal.SIGCONT)
+
+    def _processes(self) -> list[int]:
+        postmaster = int((self.directory / "postmaster.pid").read_text().split()[0])
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # exited while we looked
+            if parent == postmaster:
+                children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
     def url(self, database: str = "postgres", driver: str = "+psycopg2") -> str:
         return f"postgresql{driver}://postgres@127.0.0.1:{self.port}/{database}"
 

@@ -22,6 +22,7 @@ from tests.servers import Cluster
 from tests.support import Api, eventually
 
 MAX_LAG = 1.0
+STATEMENT_TIMEOUT_MS = 1000  # a frozen replica is given up after this and a second more
 UNLIMITED = "100000/second"  # READS in a row must not meet the default 100/second
 #: Reads counted on the replica: far more than the monitor's probes (2/s) in the time taken.
 READS = 100
@@ -38,6 +39,7 @@ def replicated(config: Config, streaming: tuple[Cluster, Cluster]) -> Iterator[F
         config, database_url=primary.url(database),
         database_replica_urls=f" {replica.url(database, driver='')} ,",
         replica_max_lag_seconds=MAX_LAG, redis_namespace=f"{config.redis_namespace}-{database}",
+        db_statement_timeout_ms=STATEMENT_TIMEOUT_MS,
     ))
 
 
@@ -175,3 +177,20 @@ def test_a_stopped_replica_costs_nothing_but_latency(
     member(replicated).engine.dispose()  # its backends exit, reporting what they did
     eventually(lambda: reads_on(replica, database) >= before + READS, 20,
                what="reads on the restarted replica")
+
+
+def test_a_frozen_replica_costs_a_few_seconds_once(replicated: Flask, replica: Cluster) -> None:
+    api = Api.for_new_tenant(replicated)
+    customer = api.customer()
+    replica.freeze()
+    try:
+        took = []
+        for _ in range(10):
+            started = time.monotonic()
+            api.ok(api.get(f"/customers/{customer['id']}"), 200)
+            took.append(time.monotonic() - started)
+        assert not member(replicated).ready()
+        assert max(took) < STATEMENT_TIMEOUT_MS / 1000 + 3, took
+        assert sorted(took)[-2] < 1.0, took  # one read waited for it; the rest did not
+    finally:
+        replica.thaw()
