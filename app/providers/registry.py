@@ -103,10 +103,11 @@ class ProviderRegistry:
         return results
 
     def sample_breakers(self) -> None:
-        """CircuitBreakerOpen: how many breakers (one per tenant and mode) are open, per
-        provider."""
+        """CircuitBreakerOpen: how many live-mode breakers (one per tenant) are open, per
+        provider; a test-mode breaker guards a merchant's tests, not payments."""
         with self._lock:
-            open_names = [name for (name, _, _), b in self._breakers.items() if b.opened]
+            open_names = [name for (name, _, live), b in self._breakers.items()
+                          if live and b.opened]
         for provider in PROVIDERS:
             metrics.gauge("CircuitBreakerOpen", open_names.count(provider), Provider=provider)
 

@@ -46,6 +46,7 @@ from app.providers.errors import (
 from app.providers.registry import ProviderRegistry
 from app.services import billing_cycle, failover, locks
 from app.services.lease import Lease, kept_alive
+from app.telemetry import metrics
 
 log = logging.getLogger(__name__)
 IN_FLIGHT = (AttemptStatus.PROCESSING, AttemptStatus.UNKNOWN)
@@ -202,6 +203,7 @@ def give_up(uows: UnitOfWorkFactory, payment_id: str) -> None:
             log.warning("retries ran out with an attempt that may have been sent: unknown",
                         extra={"payment_id": payment.id})
             uow.commit()
+            _count_settled(sent[-1].provider, payment.livemode, "unknown")
             return
         payment.status = PaymentStatus.FAILED
         payment.failure_code = "provider_unavailable"
@@ -209,6 +211,8 @@ def give_up(uows: UnitOfWorkFactory, payment_id: str) -> None:
         outbox.record_payment(uow.session, "payment.failed", payment)
         billing_cycle.on_payment_settled(uow.session, payment)
         uow.commit()
+    if payment.attempts:
+        _count_settled(payment.attempts[-1].provider, payment.livemode, "failed")
 
 
 def claim_of(payment: Payment, method: PaymentMethod, attempt: PaymentAttempt, *,
@@ -418,6 +422,16 @@ def settle(uows: UnitOfWorkFactory, outcomes: Sequence[Outcome]) -> None:
         for outcome in outcomes:
             _record(session, locked.payments[outcome.payment_id], outcome)
         uow.commit()
+    for outcome in outcomes:
+        if not outcome.retry and outcome.status is not AttemptStatus.PROCESSING:
+            _count_settled(outcome.claim.provider, outcome.claim.request.livemode,
+                           outcome.status.value)
+
+
+def _count_settled(provider: str, livemode: bool, outcome: str) -> None:
+    """PaymentsSettled, once the settling transaction has committed."""
+    metrics.count("PaymentsSettled", Provider=provider, Mode="live" if livemode else "test",
+                  Outcome=outcome)
 
 
 def _record(session: Session, payment: Payment, outcome: Outcome) -> None:

@@ -158,7 +158,8 @@ CATALOG: tuple[Metric, ...] = (
     ),
     Metric(
         "CircuitBreakerOpen", "Count", "gauge",
-        "Open circuit breakers (one per provider and tenant) in a process.",
+        "Open circuit breakers of live payments (one per provider and tenant) in a process; "
+        "test mode's breakers guard merchants' tests and are not counted.",
         ("worker", "scheduler", "api"),
         {"Provider": PROVIDERS},
         (_alarm(1, "GreaterThanOrEqualToThreshold", "Maximum",

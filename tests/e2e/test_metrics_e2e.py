@@ -86,7 +86,9 @@ def test_every_process_writes_valid_emf_and_serves_prometheus(
     expected = {
         "api": [("HttpRequests", {"Outcome": "2xx"}), ("HttpRequests", {"Outcome": "4xx"}),
                 ("HttpLatency", {}), ("PayLatency", {})],
-        "worker": [("ProviderCallLatency", {"Provider": "sandbox"})],
+        "worker": [("ProviderCallLatency", {"Provider": "sandbox"}),
+                   ("PaymentsSettled", {"Provider": "sandbox", "Mode": "test",
+                                        "Outcome": "succeeded"})],
         "scheduler": [("RenewalsDue", {}), ("RenewalLag", {}),
                       ("QueueDepth", {"Queue": "default"}), ("QueueMessageAge", {"Queue": "mail"})],
         "relay": [("EventsPublished", {}), ("OutboxBacklog", {}), ("OutboxOldestAge", {})],

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from app.bootstrap import Container
 from app.ids import new_id
-from app.providers.base import ChargeRequest, ChargeResult
+from app.providers.base import ChargeRequest, ChargeResult, PaymentProvider
 from app.providers.errors import PaymentDeclined, ProviderUnavailable, TransientProviderError
 from app.providers.registry import ProviderRegistry
 from app.providers.sandbox import SandboxProvider
@@ -57,6 +57,17 @@ def provider_calls() -> float:
     return value or 0.0
 
 
+def provider_down(_: PaymentProvider) -> None:
+    raise ProviderUnavailable("simulated outage")
+
+
+def open_breakers(registry: ProviderRegistry) -> float | None:
+    """CircuitBreakerOpen for the sandbox, as the registry's sampler sets it."""
+    registry.sample_breakers()
+    return REGISTRY.get_sample_value(
+        "subscription_engine_circuit_breaker_open", {"provider": "sandbox"})
+
+
 def ledger(container: Container, tenant_id: str) -> int:
     reader = Reader(container.session_factory, container.cache)
     return len(queries.sandbox_charges(reader, Scope(tenant_id, livemode=False), None))
@@ -77,9 +88,13 @@ def test_the_breaker_opens_after_the_configured_failures_then_fails_fast(
             charge(registry, tenant, "tok_ok")
     assert ledger(container, tenant) == 0
     assert provider_calls() == calls_before + threshold  # only the calls that were made
-    registry.sample_breakers()
-    assert REGISTRY.get_sample_value(
-        "subscription_engine_circuit_breaker_open", {"provider": "sandbox"}) == 1
+    assert open_breakers(registry) == 0  # a test-mode breaker is the merchant's tests' own
+
+    # The same tenant's live breaker opens on its own, and is the one CircuitBreakerOpen counts.
+    for _ in range(threshold):
+        with pytest.raises(ProviderUnavailable, match="simulated outage"):
+            registry.call("sandbox", tenant, provider_down, livemode=True)
+    assert open_breakers(registry) == 1
 
     # Other tenants are not affected.
     other = f"ten_{uuid.uuid4().hex[:26]}"
