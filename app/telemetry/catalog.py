@@ -32,7 +32,7 @@ PROVIDERS = ("stripe", "paypal", "sandbox")
 MODES = ("test", "live")
 PAYMENT_OUTCOMES = ("succeeded", "failed", "unknown", "requires_action")
 HTTP_OUTCOMES = ("2xx", "3xx", "4xx", "5xx")
-QUEUES = ("default", "mail")
+QUEUES = ("default", "mail", "webhooks", "clocks")
 TRANSITIONS = ("past_due", "recovered", "canceled")
 CACHES = ("api_key", "tenant", "payment_method", "plan")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.telemetry.catalog import BY_NAME, CATALOG, SERVICES, dimension_sets
+from app import bootstrap
+from app.telemetry.catalog import BY_NAME, CATALOG, QUEUES, SERVICES, dimension_sets
 from app.telemetry.reference import alarms_table, metrics_table
 
 #: The names agreed for issue 12 (TEAM.md); they may grow, never be renamed.
@@ -63,3 +64,7 @@ def test_docs_operations_holds_the_tables_made_from_the_catalog() -> None:
     text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
     assert metrics_table() in text, "regenerate with python -m app.telemetry.reference"
     assert alarms_table() in text, "regenerate with python -m app.telemetry.reference"
+
+
+def test_every_dramatiq_queue_is_a_queue_dimension_value() -> None:
+    assert {"default", *bootstrap.QUEUES.values()} == set(QUEUES)
