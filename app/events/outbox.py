@@ -2,15 +2,16 @@
 
 `record` renders the event at once (the object as it is now) and keeps the row on the
 session; every row the transaction recorded is inserted in one statement just before it
-commits, in the order recorded, and dropped if it rolls back. (An ORM object per event,
-flushed one by one, was a third of a renewal's CPU in bench/renewals.py.)
+commits (`UnitOfWork.commit` calls `flush`), in the order recorded, and dropped if it rolls
+back. (An ORM object per event, flushed one by one, was a third of a renewal's CPU in
+bench/renewals.py.)
 """
 
 from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Table, event, insert, inspect
+from sqlalchemy import Table, insert, inspect
 from sqlalchemy.orm import Session
 
 from app import render
@@ -74,16 +75,16 @@ _PENDING = "outbox_pending"
 _INSERT = insert(cast(Table, OutboxEvent.__table__))
 
 
-@event.listens_for(Session, "before_commit")
 def flush(session: Session) -> None:
-    """Insert the events recorded so far (run before every commit, in its transaction)."""
+    """Insert the events recorded so far, in the caller's transaction (UnitOfWork.commit
+    runs it just before committing)."""
     rows = session.info.pop(_PENDING, None)
     if rows:
         session.execute(_INSERT, rows)
 
 
-@event.listens_for(Session, "after_soft_rollback")
-def _drop_pending(session: Session, previous_transaction: object) -> None:
+def discard(session: Session) -> None:
+    """Forget the events recorded so far (their transaction rolled back)."""
     session.info.pop(_PENDING, None)
 
 

@@ -1,4 +1,9 @@
-"""The unit of work: one transaction, committed explicitly, rolled back by default."""
+"""The unit of work: one transaction, committed explicitly, rolled back by default.
+
+`commit()` writes the outbox events the transaction recorded, then commits, then runs what
+waited for the commit (enqueueing actors): nothing leaves before the commit that made it
+true, and no event is lost or kept from a transaction that rolled back.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from collections.abc import Callable
 from types import TracebackType
 
 from sqlalchemy.orm import Session, sessionmaker
+
+from app.events import outbox
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +44,9 @@ class UnitOfWork:
         self._after_commit.append(callback)
 
     def commit(self) -> None:
-        """Commit, then run the after-commit callbacks in the order they were added."""
+        """Write the recorded outbox events, commit, then run the after-commit callbacks in
+        the order they were added."""
+        outbox.flush(self.session)
         self.session.commit()
         self.committed = True
         callbacks, self._after_commit = self._after_commit, []
@@ -45,8 +54,9 @@ class UnitOfWork:
             callback()
 
     def rollback(self) -> None:
-        """Discard the transaction and the callbacks that waited for it."""
+        """Discard the transaction, its recorded events and the callbacks that waited for it."""
         self._after_commit.clear()
+        outbox.discard(self.session)
         self.session.rollback()
 
 
