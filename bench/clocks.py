@@ -6,7 +6,7 @@ API.md: "Advancing a year of monthly renewals for 100 subscriptions finishes in 
 Runs on a database of its own (`se_bench_clocks`, recreated, removed afterwards): a tenant,
 a test clock at 2024-01-31, N customers on it each with a sandbox `tok_ok` subscription to a
 monthly plan (first period paid), then the worker's own advance service
-(`renewals.advance_clock`, what the `advance_test_clock` actor runs) moves the clock
+(`clocks.advance.advance_clock`, what the `advance_test_clock` actor runs) moves the clock
 --months ahead. Checks that every subscription was charged once per period and ends on the
 calendar's period; prints and writes bench/results/clocks.json. Target: <= 10 s.
 """
@@ -29,7 +29,8 @@ from app.config import Config
 from app.models import Payment, PaymentStatus, Provider, SandboxCharge, Subscription, TestClock
 from app.models.database import drop_database, ensure_database, migrate
 from app.models.uow import UnitOfWork
-from app.services import charge, clocks, customers, plans, renewals, subscriptions
+from app.services import charge, clocks, customers, plans, subscriptions
+from app.services.clocks import advance
 from app.services.scope import Scope
 from app.services.tenants import create_tenant
 
@@ -96,7 +97,7 @@ def run(config: Config, count: int, months: int) -> dict[str, Any]:
     policy = charge.RetryPolicy(config.charge_max_retries, config.charge_min_backoff_ms,
                                 config.charge_max_backoff_ms)
     cpu, started = time.process_time(), time.monotonic()
-    steps = renewals.advance_clock(container.uow, container.providers, enqueue, clock_id,
+    steps = advance.advance_clock(container.uow, container.providers, enqueue, clock_id,
                                    lease_seconds=config.payment_lease_seconds, retry=policy)
     seconds, cpu = time.monotonic() - started, time.process_time() - cpu
     with container.session_factory() as session:

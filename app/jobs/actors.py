@@ -14,6 +14,7 @@ from app.clock import utcnow
 from app.jobs.runtime import container
 from app.providers.errors import ProviderRateLimited, TransientProviderError
 from app.services import charge, clocks, reconcile, refunds, renewals
+from app.services.clocks import advance
 
 _config = container().config
 _POLICY = charge.RetryPolicy(
@@ -108,7 +109,7 @@ def advance_test_clock(clock_id: str) -> None:
     slots = c.config.test_clock_tenant_concurrency
     with clocks.driving(c.engine, clock_id, tenant_slots=slots) as drive:
         if drive is clocks.Drive.MINE:
-            renewals.advance_clock(c.uow, c.providers, c.enqueue, clock_id,
+            advance.advance_clock(c.uow, c.providers, c.enqueue, clock_id,
                                    lease_seconds=c.config.payment_lease_seconds, retry=_POLICY)
         elif drive is clocks.Drive.TENANT_BUSY:  # its turn comes when one of them is done
             c.enqueue("advance_test_clock", clock_id, delay_ms=TENANT_BUSY_DELAY_MS)

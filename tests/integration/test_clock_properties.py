@@ -33,7 +33,8 @@ from app.models import (
     TestClock,
 )
 from app.models.uow import UnitOfWork
-from app.services import charge, clocks, customers, plans, renewals, subscriptions
+from app.services import charge, clocks, customers, plans, subscriptions
+from app.services.clocks import advance
 from app.services.scope import Scope
 from app.services.tenants import create_tenant
 
@@ -62,7 +63,7 @@ class Inline:
             if actor == "charge_payment":
                 charge.charge_payment(c.uow, c.providers, args[0], lease_seconds=lease)
             elif actor == "advance_test_clock":
-                renewals.advance_clock(c.uow, c.providers, self, args[0], lease_seconds=lease,
+                advance.advance_clock(c.uow, c.providers, self, args[0], lease_seconds=lease,
                                        retry=RETRY)
             else:
                 raise AssertionError(f"unexpected message {actor}{args}")
