@@ -2,7 +2,8 @@
 
 `authority` signs the servers' certificates; `wrong_authority` is another CA, which a client
 that really verifies must refuse the servers with. Servers' certificates name 127.0.0.1 and
-localhost, as the tests connect to either.
+localhost, as the tests connect to either. `TlsTerminator` puts TLS in front of a server that
+cannot speak it (Tansu).
 """
 
 from __future__ import annotations
@@ -147,8 +148,9 @@ class TlsTerminator:
         asyncio.run_coroutine_threadsafe(self._listen(), self.loop).result(timeout=5)
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=5)
 
     async def _listen(self) -> None:
         await asyncio.start_server(self._forward, "127.0.0.1", self.port, ssl=self.context)

@@ -28,7 +28,6 @@ def https_api(config: Config, authority: Authority,  # noqa: F811
                           "--workers", "1", "--no-control-socket",
                           "--certfile", str(issued.cert), "--keyfile", str(issued.key)],
                   child_env(config), tmp_path_factory.mktemp("https") / "api.log")
-    api.start()
     base = f"https://127.0.0.1:{port}"
 
     def answers() -> bool:
@@ -38,9 +37,12 @@ def https_api(config: Config, authority: Authority,  # noqa: F811
         except (requests.ConnectionError, requests.Timeout):  # a worker still booting
             return False
 
-    eventually(answers, 60, what=f"{base}/healthz")
-    yield base
-    api.stop()
+    api.start()
+    try:
+        eventually(answers, 60, what=f"{base}/healthz")
+        yield base
+    finally:
+        api.stop()
 
 
 def test_the_api_answers_over_https(https_api: str, authority: Authority) -> None:  # noqa: F811

@@ -39,10 +39,12 @@ def tls_broker(authority: Authority,  # noqa: F811
     broker = EmbeddedBroker(port=terminator.upstream, advertised=f"127.0.0.1:{tls_port}",
                             log=tmp_path_factory.mktemp("kafka-tls") / "tansu.log")
     broker.start()
-    terminator.start()
-    yield broker
-    terminator.stop()
-    broker.stop()
+    try:
+        terminator.start()
+        yield broker
+    finally:
+        terminator.stop()
+        broker.stop()
 
 
 @pytest.fixture(scope="module")

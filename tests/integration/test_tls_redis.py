@@ -28,9 +28,11 @@ def tls_redis(authority: Authority,  # noqa: F811
     """A redis-server of this module speaking only TLS; its rediss:// URL."""
     server = RedisServer(tmp_path_factory.mktemp("redis-tls"), authority.issue("redis"),
                          authority.cert)
-    server.start()
-    yield server.url
-    server.stop()
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
