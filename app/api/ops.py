@@ -44,6 +44,12 @@ def metrics() -> Response:
     return Response(generate_latest(telemetry.registry()), mimetype=CONTENT_TYPE_LATEST)
 
 
+@blueprint.get("/docs")
+def docs() -> Any:
+    """The UI at /docs itself, as at /docs/ (no redirect): the same page."""
+    return current_app.view_functions["ops.swagger_ui.show"]()
+
+
 @blueprint.get("/openapi.json")
 def openapi() -> dict[str, Any]:
     document: dict[str, Any] = current_app.extensions["openapi"]
