@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Flask
 
 from app.api import (
@@ -41,7 +43,11 @@ APIS = (
 def create_app(config: Config | None = None) -> Flask:
     """A configured app: its own container, handlers, limits, metrics and blueprints."""
     container: Container = build(config)
-    container.sealer  # noqa: B018 - refuse to start with the development key in production
+    if os.environ.get("FLASK_RUN_FROM_CLI") != "true":  # set by the `flask` command
+        # The API refuses to start with the development key in production. Operator commands
+        # run anywhere (tenants, keys: the contract's first step); those that seal or open
+        # secrets (providers set, credentials rotate) reach the same check when they do.
+        container.sealer  # noqa: B018
     configure_logging(container.config.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = container.config.max_body_bytes

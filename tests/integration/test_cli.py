@@ -17,7 +17,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from app.bootstrap import Container, build
-from app.config import Config
+from app.config import DEV_CREDENTIALS_KEY, Config
 from app.models import ApiKey, Tenant, WebhookEndpoint
 from app.models.database import drop_database, ensure_database, migrate
 from app.providers.credentials import Sealer
@@ -30,6 +30,27 @@ from tests.integration.checks import stored_text
 from tests.support import Api
 
 FLASK = str(Path(sys.executable).parent / "flask")
+
+
+def test_operators_create_tenants_without_engine_env_but_never_seal_with_the_dev_key(
+    config: Config,
+) -> None:
+    """The contract's first step works in a plain shell beside `make run` (development key,
+    no ENGINE_ENV); a command that would seal a secret with that public key still refuses."""
+    env = {**child_env(config), "CREDENTIALS_KEY": DEV_CREDENTIALS_KEY}
+    env.pop("ENGINE_ENV")
+    done = subprocess.run([FLASK, "--app", "wsgi", "tenants", "create", "Plain", "--json"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    tenant_id = json.loads(done.stdout)["tenant_id"]
+    sealing = subprocess.run(
+        [FLASK, "--app", "wsgi", "providers", "set", tenant_id, "stripe", "--mode", "test"],
+        input='{"secret_key": "sk_test_x"}', env=env, cwd=ROOT, capture_output=True,
+        text=True, timeout=60, check=False)
+    assert sealing.returncode != 0
+    assert "ENGINE_ENV=development" in sealing.stderr
+    assert "sk_test_x" not in sealing.stderr + sealing.stdout
 
 
 def test_tenants_create_prints_working_keys_that_are_stored_only_as_hashes(
