@@ -16,6 +16,9 @@ from app.services.tenants import create_tenant
 
 T = TypeVar("T")
 
+# A tenant rate limit for tests that read back many objects as fast as they answer.
+UNLIMITED = "100000/second"
+
 
 def eventually(check: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
     """Poll `check` until it returns something truthy; fail with its last value on timeout.

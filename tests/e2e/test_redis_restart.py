@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from tests.e2e.stack import Client, Stack
 from tests.servers import RedisServer
-from tests.support import eventually
+from tests.support import UNLIMITED, eventually
 
 
 def body(customer_id: str, method_id: str) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def waiting_on_a_lock(stack: Stack) -> bool:
 def test_redis_lost_while_the_view_runs_leaves_the_payment_fully_done(
     redis_stack: Stack, own_redis: RedisServer
 ) -> None:
-    client = redis_stack.tenant("redis-mid-view")
+    client = redis_stack.tenant("redis-mid-view", rate_limit=UNLIMITED)
     customer_id, method_id = client.customer_with_method()
     key = uuid.uuid4().hex
     answers: list[requests.Response] = []
@@ -71,7 +71,8 @@ def test_redis_lost_while_the_view_runs_leaves_the_payment_fully_done(
 def test_a_redis_restart_in_a_burst_answers_202_or_503(
     redis_stack: Stack, own_redis: RedisServer
 ) -> None:
-    client = redis_stack.tenant("redis-burst")
+    # Its checks read back 120 payments as fast as they answer: not a rate-limit test.
+    client = redis_stack.tenant("redis-burst", rate_limit=UNLIMITED)
     customer_id, method_id = client.customer_with_method()
     keys = [uuid.uuid4().hex for _ in range(120)]
     restarted = threading.Event()

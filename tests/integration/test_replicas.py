@@ -19,11 +19,10 @@ from app.config import Config
 from app.models.database import ensure_database, migrate
 from app.replicas import Replica
 from tests.servers import Cluster
-from tests.support import Api, eventually
+from tests.support import UNLIMITED, Api, eventually
 
 MAX_LAG = 1.0
 STATEMENT_TIMEOUT_MS = 1000  # a frozen replica is given up after this and a second more
-UNLIMITED = "100000/second"  # READS in a row must not meet the default 100/second
 #: Reads counted on the replica: far more than the monitor's probes (2/s) in the time taken.
 READS = 100
 
