@@ -35,6 +35,7 @@ HTTP_OUTCOMES = ("2xx", "3xx", "4xx", "5xx")
 QUEUES = ("default", "mail", "webhooks", "clocks")
 TRANSITIONS = ("past_due", "recovered", "canceled")
 CACHES = ("api_key", "tenant", "payment_method", "plan")
+WEBHOOK_OUTCOMES = ("delivered", "retrying", "failed")
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,27 @@ CATALOG: tuple[Metric, ...] = (
         "Reads the Redis cache did not have, served from the database.",
         ("api", "worker", "scheduler"),
         {"Cache": CACHES},
+    ),
+    Metric(
+        "WebhookDeliveriesRecorded", "Count", "counter",
+        "Webhook deliveries the dispatcher recorded from Kafka (one per event and endpoint "
+        "subscribed to it).",
+        ("webhooks",),
+    ),
+    Metric(
+        "WebhookAttempts", "Count", "counter",
+        "Tries to deliver a webhook, by outcome: delivered (2xx), retrying (another try is "
+        "scheduled) or failed (the schedule ran out).",
+        ("worker",),
+        {"Outcome": WEBHOOK_OUTCOMES},
+        (_alarm(10, "GreaterThanThreshold", "Sum",
+                "More than 10 webhook deliveries given up in 5 minutes.",
+                Service="worker", Outcome="failed"),),
+    ),
+    Metric(
+        "WebhookCallLatency", "Milliseconds", "timing",
+        "Duration of one webhook POST to a merchant's endpoint, answer or not.",
+        ("worker",),
     ),
     Metric(
         "HttpRequests", "Count", "counter",

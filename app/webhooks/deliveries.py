@@ -29,6 +29,7 @@ from app.ids import new_id
 from app.models import WebhookDelivery, WebhookEndpoint
 from app.models.uow import UnitOfWork, UnitOfWorkFactory
 from app.providers.credentials import Sealer
+from app.telemetry import metrics
 from app.webhooks import signing
 from app.webhooks.gate import Gate
 from app.webhooks.sender import Answer, Connection, Unresolvable, UrlNotAllowed, resolve
@@ -53,15 +54,17 @@ _CLAIM = text(
 )
 
 
-def record(uow: UnitOfWork, events: Sequence[dict[str, Any]], bodies: Sequence[str]) -> set[str]:
-    """Record a delivery per event and subscribed endpoint; the endpoints that got any.
+def record(uow: UnitOfWork, events: Sequence[dict[str, Any]],
+           bodies: Sequence[str]) -> tuple[set[str], int]:
+    """Record a delivery per event and subscribed endpoint: the endpoints that got any, and
+    how many deliveries are new (an event read again is recorded once).
 
     `bodies` are the events exactly as read from Kafka, sent as they are.
     """
     session = uow.session
     scopes = {(e["tenant_id"], bool(e["livemode"])) for e in events}
     if not scopes:
-        return set()
+        return set(), 0
     endpoints = session.execute(
         select(WebhookEndpoint.id, WebhookEndpoint.tenant_id, WebhookEndpoint.livemode,
                WebhookEndpoint.event_types)
@@ -80,10 +83,10 @@ def record(uow: UnitOfWork, events: Sequence[dict[str, Any]], bodies: Sequence[s
         and ("*" in endpoint.event_types or event["type"] in endpoint.event_types)
     ]
     if not rows:
-        return set()
-    session.execute(insert(WebhookDelivery).values(rows).on_conflict_do_nothing(
-        index_elements=["endpoint_id", "event_id"]))
-    return {row["endpoint_id"] for row in rows}
+        return set(), 0
+    recorded = session.execute(insert(WebhookDelivery).values(rows).on_conflict_do_nothing(
+        index_elements=["endpoint_id", "event_id"]).returning(WebhookDelivery.id)).all()
+    return {row["endpoint_id"] for row in rows}, len(recorded)
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,8 @@ def _send(url: str, secret: str, claimed: Sequence[Claimed], *,
                 break  # a slow endpoint: leave the rest to the next claim, well inside the lease
             body = delivery.payload.encode()
             headers = signing.headers(secret, delivery.event_id, int(time.time()), body)
-            answers[delivery.id] = connection.post(body, headers)
+            with metrics.timer("WebhookCallLatency"):
+                answers[delivery.id] = connection.post(body, headers)
     finally:
         connection.close()
     return answers
@@ -174,7 +178,7 @@ def _settle(uows: UnitOfWorkFactory, claimed: Sequence[Claimed],
             answers: dict[str, Answer]) -> list[float]:
     """Record the tries in one transaction; the delays to the retries they scheduled."""
     now = utcnow()
-    tried, delays = [], []
+    tried, delays, outcomes = [], [], []
     for delivery in claimed:
         answer = answers.get(delivery.id)
         if answer is None:
@@ -182,12 +186,14 @@ def _settle(uows: UnitOfWorkFactory, claimed: Sequence[Claimed],
         attempts = delivery.attempts + 1
         next_at = None
         if answer.delivered:
-            status = "succeeded"
+            status, outcome = "succeeded", "delivered"
         elif attempts > len(RETRY_SCHEDULE):
-            status = "failed"
+            status, outcome = "failed", "failed"
         else:
             delays.append(float(RETRY_SCHEDULE[attempts - 1]))
-            status, next_at = "pending", now + timedelta(seconds=delays[-1])
+            status, outcome = "pending", "retrying"
+            next_at = now + timedelta(seconds=delays[-1])
+        outcomes.append(outcome)
         if not answer.delivered:
             log.info("webhook try failed", extra={
                 "delivery_id": delivery.id, "attempt": attempts,
@@ -203,6 +209,8 @@ def _settle(uows: UnitOfWorkFactory, claimed: Sequence[Claimed],
             uow.session.execute(update(WebhookDelivery)
                                 .where(WebhookDelivery.id.in_(untried)).values(lease_until=None))
         uow.commit()
+    for outcome in outcomes:
+        metrics.count("WebhookAttempts", Outcome=outcome)
     return delays
 
 

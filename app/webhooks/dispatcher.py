@@ -73,8 +73,9 @@ def run(container: Container, stop: threading.Event) -> None:
 def _record(container: Container, values: list[bytes]) -> set[str]:
     events, bodies = deliveries.parse(values)
     with container.uow() as uow:
-        woken = deliveries.record(uow, events, bodies)
+        woken, recorded = deliveries.record(uow, events, bodies)
         uow.commit()
+    metrics.count("WebhookDeliveriesRecorded", recorded)
     return woken
 
 
