@@ -123,14 +123,17 @@ class Container:
         )
 
     def uow(self) -> UnitOfWork:
-        """A new unit of work on the engine's database."""
-        return UnitOfWork(self.session_factory)
+        """A new unit of work on the engine's database; what it enqueues is sent after its
+        commit by `enqueue`."""
+        return UnitOfWork(self.session_factory, self.enqueue)
 
     def enqueue(self, actor_name: str, *args: Any, delay_ms: int | None = None) -> None:
-        """Send a message to an actor by name; a broker outage is logged, not raised.
+        """Send a message to an actor by name, now; a broker outage is logged, not raised.
 
-        Callers enqueue only after commit, and the scheduler's reconciliation finds any
-        work whose message was lost, so a failed send delays work but never loses it.
+        What a transaction made true is sent after its commit (`UnitOfWork.enqueue` calls
+        this); entry points call it directly only for messages no transaction waits for (a
+        delayed retry, a wake-up). The scheduler's reconciliation finds any work whose
+        message was lost, so a failed send delays work but never loses it.
         """
         message: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=QUEUES.get(actor_name, "default"),
