@@ -67,11 +67,15 @@ def main() -> None:
 def run(config: Config, count: int, months: int) -> dict[str, Any]:
     container = build(config)
 
-    def enqueue(actor: str, *args: object, delay_ms: int | None = None) -> None:
+    def dropped(actor: str, *args: object, delay_ms: int | None = None) -> None:
         """The first payments are charged by the advance itself (it settles them first)."""
 
+    def unsent() -> UnitOfWork:
+        """A unit of work whose messages are dropped: no worker runs here."""
+        return UnitOfWork(container.session_factory, dropped)
+
     def do(action: Any) -> Any:
-        with container.uow() as uow:
+        with unsent() as uow:
             done = action(uow)
             uow.commit()
             return done
@@ -82,7 +86,7 @@ def run(config: Config, count: int, months: int) -> dict[str, Any]:
         method = customers.attach_payment_method(uow, container.providers, scope, customer.id,
                                                  provider=Provider.SANDBOX, token="tok_ok")
         return subscriptions.create_subscription(
-            uow, scope, enqueue, customer_id=customer.id, plan_id=plan_id,
+            uow, scope, customer_id=customer.id, plan_id=plan_id,
             payment_method_id=method.id, trial_days=None, metadata={}).id
 
     with container.uow() as uow:
@@ -93,12 +97,12 @@ def run(config: Config, count: int, months: int) -> dict[str, Any]:
                                              interval_count=1, trial_days=0)).id
     sub_ids = [do(seed) for _ in range(count)]
     until = add_intervals(START, "month", 1, months)
-    do(lambda u: clocks.start_advance(u, scope, enqueue, clock_id, until))
+    do(lambda u: clocks.start_advance(u, scope, clock_id, until))
     policy = charge.RetryPolicy(config.charge_max_retries, config.charge_min_backoff_ms,
                                 config.charge_max_backoff_ms)
     cpu, started = time.process_time(), time.monotonic()
-    steps = advance.advance_clock(container.uow, container.providers, enqueue, clock_id,
-                                   lease_seconds=config.payment_lease_seconds, retry=policy)
+    steps = advance.advance_clock(unsent, container.providers, clock_id,
+                                  lease_seconds=config.payment_lease_seconds, retry=policy)
     seconds, cpu = time.monotonic() - started, time.process_time() - cpu
     with container.session_factory() as session:
         payments = session.scalars(select(Payment).where(Payment.subscription_id.in_(sub_ids)))

@@ -72,9 +72,7 @@ def refund(payment_id: str, body: schemas.RefundRequest) -> ViewResult:
     status=202,
 )
 def retry(payment_id: str) -> ViewResult:
-    payment = subscriptions.retry_payment(
-        context.uow(), context.scope(), context.container().enqueue, payment_id
-    )
+    payment = subscriptions.retry_payment(context.uow(), context.scope(), payment_id)
     return render.payment(payment), 202, {"Location": f"/payments/{payment.id}"}
 
 

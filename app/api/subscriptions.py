@@ -23,7 +23,7 @@ api = Api(Blueprint("subscriptions", __name__), tag="Subscriptions")
 )
 def create_subscription(body: schemas.SubscriptionRequest) -> ViewResult:
     sub = subscriptions.create_subscription(
-        context.uow(), context.scope(), context.container().enqueue, **body.model_dump()
+        context.uow(), context.scope(), **body.model_dump()
     )
     return render.subscription(sub), 201
 
@@ -92,7 +92,7 @@ def pause(sub_id: str) -> ViewResult:
     response=schemas.Subscription,
 )
 def resume(sub_id: str) -> ViewResult:
-    sub = subscriptions.resume(context.uow(), context.scope(), context.container().enqueue, sub_id)
+    sub = subscriptions.resume(context.uow(), context.scope(), sub_id)
     return render.subscription(sub), 200
 
 
@@ -107,7 +107,6 @@ def change_plan(sub_id: str, body: schemas.ChangePlanRequest) -> ViewResult:
     sub = subscriptions.change_plan(
         context.uow(),
         context.scope(),
-        context.container().enqueue,
         sub_id,
         plan_id=body.plan_id,
         proration_behavior=body.proration,

@@ -41,7 +41,5 @@ def get_clock(clock_id: str) -> ViewResult:
     status=202,
 )
 def advance_clock(clock_id: str, body: schemas.TestClockRequest) -> ViewResult:
-    clock = clocks.start_advance(
-        context.uow(), context.scope(), context.container().enqueue, clock_id, body.frozen_time
-    )
+    clock = clocks.start_advance(context.uow(), context.scope(), clock_id, body.frozen_time)
     return render.test_clock(clock), 202

@@ -77,7 +77,5 @@ def list_deliveries(endpoint_id: str, query: schemas.ListQuery) -> ViewResult:
     status=202,
 )
 def retry_delivery(delivery_id: str) -> ViewResult:
-    c = context.container()
-    delivery = webhook_endpoints.retry_delivery(
-        context.uow(), context.scope(), lambda e: c.enqueue("deliver_webhooks", e), delivery_id)
+    delivery = webhook_endpoints.retry_delivery(context.uow(), context.scope(), delivery_id)
     return render.webhook_delivery(delivery), 202

@@ -31,7 +31,7 @@ def _receive(provider: str) -> Response:
     container = context.container()
     try:
         received = webhooks.receive(
-            container.uow, container.providers, container.enqueue, provider,
+            container.uow, container.providers, provider,
             request.get_data(cache=False), dict(request.headers.items()),
         )
     except WebhookRejected as exc:

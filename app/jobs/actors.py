@@ -73,7 +73,7 @@ def payment_retries_exhausted(
 def reconcile_payment(payment_id: str) -> None:
     """Settle an `unknown` payment from what the provider did."""
     c = container()
-    reconcile.reconcile_payment(c.uow, c.providers, c.enqueue, payment_id)
+    reconcile.reconcile_payment(c.uow, c.providers, payment_id)
 
 
 @dramatiq.actor(queue_name="default", **_RETRY)
@@ -109,7 +109,7 @@ def advance_test_clock(clock_id: str) -> None:
     slots = c.config.test_clock_tenant_concurrency
     with clocks.driving(c.engine, clock_id, tenant_slots=slots) as drive:
         if drive is clocks.Drive.MINE:
-            advance.advance_clock(c.uow, c.providers, c.enqueue, clock_id,
-                                   lease_seconds=c.config.payment_lease_seconds, retry=_POLICY)
+            advance.advance_clock(c.uow, c.providers, clock_id,
+                                  lease_seconds=c.config.payment_lease_seconds, retry=_POLICY)
         elif drive is clocks.Drive.TENANT_BUSY:  # its turn comes when one of them is done
             c.enqueue("advance_test_clock", clock_id, delay_ms=TENANT_BUSY_DELAY_MS)

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class Send(Protocol):
     """Sends a message to an actor by name, now (the composition root's `Container.enqueue`)."""
 
-    def __call__(self, actor_name: str, *args: Any, delay_ms: int | None = None) -> None: ...
+    def __call__(self, actor_name: str, /, *args: Any, delay_ms: int | None = None) -> None: ...
 
 
 class UnitOfWork:

@@ -26,11 +26,14 @@ log = logging.getLogger(__name__)
 
 
 def drain(claim: Callable[[UnitOfWork], int], container: Container, batch: int) -> None:
-    """Claim batches in their own units of work until a batch comes back short."""
+    """Claim batches, each in its own unit of work committed here (which sends what the
+    claim enqueued), until a batch comes back short."""
     while True:
         with container.uow() as uow:
-            if claim(uow) < batch:
-                return
+            claimed = claim(uow)
+            uow.commit()
+        if claimed < batch:
+            return
 
 
 def reconcile_job(container: Container) -> None:
@@ -38,8 +41,7 @@ def reconcile_job(container: Container) -> None:
     left behind."""
     config = container.config
     for claim in (reconcile.claim_stale_work, clocks.redrive_stalled):
-        drain(partial(claim, enqueue=container.enqueue,
-                      stale_seconds=config.reconcile_stale_seconds,
+        drain(partial(claim, stale_seconds=config.reconcile_stale_seconds,
                       batch=config.reconcile_batch_size),
               container, config.reconcile_batch_size)
 
@@ -57,7 +59,7 @@ def webhook_job(container: Container) -> None:
 def renewal_job(container: Container) -> None:
     """Enqueue every real-time subscription whose next event (renewal, retry, ...) is due."""
     config = container.config
-    drain(partial(renewals.claim_due, enqueue=container.enqueue, batch=config.renewal_batch_size,
+    drain(partial(renewals.claim_due, batch=config.renewal_batch_size,
                   message_size=config.renewal_message_size,
                   lease_seconds=config.subscription_lease_seconds),
           container, config.renewal_batch_size)
@@ -67,6 +69,7 @@ def prune_job(container: Container) -> None:
     """Drop idempotency keys older than their retention."""
     with container.uow() as uow:
         maintenance.prune_idempotency_keys(uow, hours=container.config.idempotency_ttl_hours)
+        uow.commit()
 
 
 def build_scheduler(container: Container) -> BlockingScheduler:

@@ -15,5 +15,4 @@ def prune_idempotency_keys(uow: UnitOfWork, *, hours: int) -> int:
     """Delete stored idempotency responses older than `hours`; returns how many."""
     cutoff = utcnow() - timedelta(hours=hours)
     result = uow.session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < cutoff))
-    uow.commit()
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

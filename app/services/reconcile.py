@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import timedelta
-from functools import partial
 
 from sqlalchemy import or_, select, update
 
@@ -17,10 +15,9 @@ from app.providers.registry import ProviderRegistry
 from app.services.charge import claim_of, settle_result
 
 log = logging.getLogger(__name__)
-Enqueue = Callable[..., None]
 
 
-def claim_stale_work(uow: UnitOfWork, enqueue: Enqueue, *, stale_seconds: int, batch: int) -> int:
+def claim_stale_work(uow: UnitOfWork, *, stale_seconds: int, batch: int) -> int:
     """Claim a batch of stuck payments and refunds and re-drive each after commit.
 
     Rows are locked with SKIP LOCKED and their `updated_at` pushed forward, so several
@@ -58,13 +55,12 @@ def claim_stale_work(uow: UnitOfWork, enqueue: Enqueue, *, stale_seconds: int, b
     work = [("reconcile_payment" if status is PaymentStatus.UNKNOWN else "charge_payment", pid)
             for pid, status in stuck] + [("refund_payment", rid) for rid in refunds]
     for actor, object_id in work:
-        uow.after_commit(partial(enqueue, actor, object_id))
-    uow.commit()
+        uow.enqueue(actor, object_id)
     return len(stuck) + len(refunds)
 
 
 def reconcile_payment(
-    uows: UnitOfWorkFactory, providers: ProviderRegistry, enqueue: Enqueue, payment_id: str
+    uows: UnitOfWorkFactory, providers: ProviderRegistry, payment_id: str
 ) -> None:
     """Settle an `unknown` payment from the provider's truth, never charging it again."""
     with uows() as uow:
@@ -104,7 +100,7 @@ def reconcile_payment(
             .where(Payment.id == payment_id, Payment.status == PaymentStatus.UNKNOWN)
             .values(status=PaymentStatus.PROCESSING, lease_until=None)
         )
-        uow.after_commit(lambda: enqueue("charge_payment", payment_id))
+        uow.enqueue("charge_payment", payment_id)
         uow.commit()
 
 

@@ -9,10 +9,9 @@ the same worker, no extra message), and each payment's outcome moves its subscri
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
 
 from sqlalchemy import func, select, update
 
@@ -24,7 +23,6 @@ from app.services import billing_cycle, charge
 from app.telemetry import metrics
 
 log = logging.getLogger(__name__)
-Enqueue = Callable[..., None]
 MAX_STEPS = 100_000  # a runaway loop is a bug; stop it loudly
 
 
@@ -134,9 +132,7 @@ def due_backlog(uow: UnitOfWork) -> tuple[int, float]:
     return int(count), float(lag)
 
 
-def claim_due(
-    uow: UnitOfWork, enqueue: Enqueue, *, batch: int, message_size: int, lease_seconds: int
-) -> int:
+def claim_due(uow: UnitOfWork, *, batch: int, message_size: int, lease_seconds: int) -> int:
     """Claim real-time subscriptions that are due and enqueue each after commit.
 
     SKIP LOCKED splits the rows between schedulers; pushing `next_event_at` a lease ahead
@@ -165,6 +161,5 @@ def claim_due(
     )
     for start in range(0, len(ids), message_size):
         chunk = ids[start : start + message_size]
-        uow.after_commit(partial(enqueue, "process_subscriptions", chunk))
-    uow.commit()
+        uow.enqueue("process_subscriptions", chunk)
     return len(ids)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -35,14 +34,12 @@ from app.services.clocks import now_for
 from app.services.errors import Conflict, Invalid
 from app.services.scope import Scope
 
-Enqueue = Callable[..., None]
 Proration = Literal["create_prorations", "none"]
 
 
 def create_subscription(
     uow: UnitOfWork,
     scope: Scope,
-    enqueue: Enqueue,
     *,
     customer_id: str,
     plan_id: str,
@@ -81,7 +78,7 @@ def create_subscription(
     session.flush()
     outbox.record_subscription(session, "subscription.created", sub)
     if trial_end is None:
-        _charge_now(uow, sub, plan, now, enqueue)
+        _charge_now(uow, sub, plan, now)
     billing_cycle.schedule(sub)
     return sub
 
@@ -113,7 +110,7 @@ def update(
     return sub
 
 
-def retry_payment(uow: UnitOfWork, scope: Scope, enqueue: Enqueue, payment_id: str) -> Payment:
+def retry_payment(uow: UnitOfWork, scope: Scope, payment_id: str) -> Payment:
     """Charge a payment in dunning again now, with its subscription's current method.
 
     It counts as the next scheduled retry: its failure is dated at that retry's time
@@ -133,7 +130,7 @@ def retry_payment(uow: UnitOfWork, scope: Scope, enqueue: Enqueue, payment_id: s
     payment.status = PaymentStatus.PENDING
     payment.payment_method_id = sub.payment_method_id
     sub.next_event_at = None  # the retry's outcome reschedules (on_payment_settled)
-    uow.after_commit(lambda: enqueue("charge_payment", payment.id))
+    uow.enqueue("charge_payment", payment.id)
     return payment
 
 
@@ -179,7 +176,7 @@ def pause(uow: UnitOfWork, scope: Scope, sub_id: str) -> Subscription:
     return sub
 
 
-def resume(uow: UnitOfWork, scope: Scope, enqueue: Enqueue, sub_id: str) -> Subscription:
+def resume(uow: UnitOfWork, scope: Scope, sub_id: str) -> Subscription:
     """Resume a paused subscription: a new period starts now and is charged at once."""
     sub = scope.get(uow.session, Subscription, sub_id, lock=True)
     sub.status = _check(sub.status, Event.RESUME)
@@ -191,9 +188,9 @@ def resume(uow: UnitOfWork, scope: Scope, enqueue: Enqueue, sub_id: str) -> Subs
     outbox.record_subscription(uow.session, "subscription.resumed", sub)
     billed = _cycle_payment(uow.session, sub.id, now)
     if billed is None:
-        _charge_now(uow, sub, plan, now, enqueue)
+        _charge_now(uow, sub, plan, now)
     else:  # resumed at the very instant a billed period began (a test clock): bill it once
-        _recharge(uow, sub, billed, enqueue)
+        _recharge(uow, sub, billed)
     billing_cycle.schedule(sub)
     return sub
 
@@ -201,7 +198,6 @@ def resume(uow: UnitOfWork, scope: Scope, enqueue: Enqueue, sub_id: str) -> Subs
 def change_plan(
     uow: UnitOfWork,
     scope: Scope,
-    enqueue: Enqueue,
     sub_id: str,
     *,
     plan_id: str,
@@ -243,18 +239,16 @@ def change_plan(
                 session, sub, change.charge, new.currency, PaymentPurpose.PRORATION,
                 description=f"Proration: {old.code} -> {new.code}",
             )
-            uow.after_commit(lambda: enqueue("charge_payment", payment.id))
+            uow.enqueue("charge_payment", payment.id)
     outbox.record_subscription(session, "subscription.plan_changed", sub)
     billing_cycle.schedule(sub)
     return sub
 
 
-def _charge_now(
-    uow: UnitOfWork, sub: Subscription, plan: Plan, start: datetime, enqueue: Enqueue
-) -> None:
+def _charge_now(uow: UnitOfWork, sub: Subscription, plan: Plan, start: datetime) -> None:
     payment = billing_cycle.charge_period(uow.session, sub, plan, start)
     if payment is not None:
-        uow.after_commit(lambda: enqueue("charge_payment", payment.id))
+        uow.enqueue("charge_payment", payment.id)
 
 
 def _cycle_payment(session: Session, sub_id: str, start: datetime) -> Payment | None:
@@ -267,12 +261,12 @@ def _cycle_payment(session: Session, sub_id: str, start: datetime) -> Payment | 
     )
 
 
-def _recharge(uow: UnitOfWork, sub: Subscription, payment: Payment, enqueue: Enqueue) -> None:
+def _recharge(uow: UnitOfWork, sub: Subscription, payment: Payment) -> None:
     """Make `payment` the subscription's current one; charge it again if it had failed."""
     sub.latest_payment_id = payment.id
     if payment.status is PaymentStatus.FAILED:
         payment.status = PaymentStatus.PENDING
-        uow.after_commit(lambda: enqueue("charge_payment", payment.id))
+        uow.enqueue("charge_payment", payment.id)
 
 
 def _period_end(plan: Plan, anchor: datetime) -> datetime:

@@ -3,8 +3,6 @@ manual retries of their deliveries."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from app.clock import utcnow
 from app.events.outbox import EVENT_TYPES
 from app.ids import new_id
@@ -15,9 +13,6 @@ from app.services.errors import Invalid, NotFound
 from app.services.scope import Scope
 from app.webhooks import signing
 from app.webhooks.sender import Unresolvable, UrlNotAllowed, check_url, resolve
-
-#: Wakes the sender of an endpoint's deliveries (after commit): `wake(endpoint_id)`.
-Wake = Callable[[str], None]
 
 
 def create_endpoint(
@@ -66,13 +61,12 @@ def delete_endpoint(uow: UnitOfWork, scope: Scope, endpoint_id: str) -> None:
     endpoint.deleted_at = utcnow()
 
 
-def retry_delivery(uow: UnitOfWork, scope: Scope, wake: Wake, delivery_id: str) -> WebhookDelivery:
+def retry_delivery(uow: UnitOfWork, scope: Scope, delivery_id: str) -> WebhookDelivery:
     """Send a delivery again now, whatever its status (a new try; attempts go on counting)."""
     delivery = scope.get(uow.session, WebhookDelivery, delivery_id, lock=True)
     if uow.session.get_one(WebhookEndpoint, delivery.endpoint_id).deleted_at is not None:
         raise NotFound(f"No such webhook delivery: '{delivery_id}'")
     delivery.status = "pending"
     delivery.next_attempt_at = utcnow()
-    endpoint_id = delivery.endpoint_id
-    uow.after_commit(lambda: wake(endpoint_id))
+    uow.enqueue("deliver_webhooks", delivery.endpoint_id)  # wakes the endpoint's sender
     return delivery

@@ -21,7 +21,6 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
 
 from sqlalchemy import update
 
@@ -37,7 +36,6 @@ from app.services.charge import Claim, Outcome, claim_of, settle, settle_result
 from app.services.errors import ServiceError
 
 log = logging.getLogger(__name__)
-Enqueue = Callable[..., None]
 HINTS: dict[str, Callable[[bytes], str | None]] = {
     "stripe": stripe.payment_hint,
     "paypal": paypal.payment_hint,
@@ -57,7 +55,6 @@ class Received:
 def receive(
     uows: UnitOfWorkFactory,
     providers: ProviderRegistry,
-    enqueue: Enqueue,
     provider: str,
     body: bytes,
     headers: Mapping[str, str],
@@ -93,14 +90,14 @@ def receive(
     event = adapter.verify_webhook(body, lowered, livemode=livemode)
     if event.payment_id != payment_id:
         raise WebhookRejected("the verified event is about another payment")
-    result = apply(uows, providers, enqueue, provider, event)
+    result = apply(uows, providers, provider, event)
     log.info("webhook received", extra={"provider": provider, "event_id": event.id,
                                          "payment_id": payment_id, "result": result})
     return Received(event.id, result)
 
 
-def apply(uows: UnitOfWorkFactory, providers: ProviderRegistry, enqueue: Enqueue,
-          provider: str, event: WebhookEvent) -> str:
+def apply(uows: UnitOfWorkFactory, providers: ProviderRegistry, provider: str,
+          event: WebhookEvent) -> str:
     """Apply a verified event to its payment, through the settle path; idempotent."""
     if event.kind == "other":
         return "ignored: not an event we act on"
@@ -120,7 +117,7 @@ def apply(uows: UnitOfWorkFactory, providers: ProviderRegistry, enqueue: Enqueue
     if status is not PaymentStatus.REQUIRES_ACTION:
         return "ignored: only a payment waiting for its customer is settled by this event"
     if event.kind == "approved":
-        return _resume(uows, enqueue, event.payment_id)
+        return _resume(uows, event.payment_id)
     return _fail(uows, providers, claim, event)
 
 
@@ -164,7 +161,7 @@ def _fail(uows: UnitOfWorkFactory, providers: ProviderRegistry, claim: Claim,
     return "settled"
 
 
-def _resume(uows: UnitOfWorkFactory, enqueue: Enqueue, payment_id: str) -> str:
+def _resume(uows: UnitOfWorkFactory, payment_id: str) -> str:
     """The buyer approved: hand the payment back to the worker for its next attempt."""
     with uows() as uow:
         resumed = uow.session.execute(
@@ -176,6 +173,6 @@ def _resume(uows: UnitOfWorkFactory, enqueue: Enqueue, payment_id: str) -> str:
         ).first()
         if resumed is None:
             return "ignored: already resumed"
-        uow.after_commit(partial(enqueue, "charge_payment", payment_id))
+        uow.enqueue("charge_payment", payment_id)
         uow.commit()
     return "resumed"

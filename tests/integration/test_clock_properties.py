@@ -48,7 +48,8 @@ RETRY = charge.RetryPolicy(max_retries=3, min_backoff_ms=1, max_backoff_ms=10)
 
 @dataclass
 class Inline:
-    """Runs each message's service right here, in the order they were sent."""
+    """The broker of `uow()`'s units of work: runs each message's service right here, in the
+    order they were sent."""
 
     container: Container
     sent: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
@@ -56,15 +57,19 @@ class Inline:
     def __call__(self, actor: str, *args: Any, delay_ms: int | None = None) -> None:
         self.sent.append((actor, args))
 
+    def uow(self) -> UnitOfWork:
+        """A unit of work whose messages are sent here."""
+        return UnitOfWork(self.container.session_factory, self)
+
     def drain(self) -> None:
         c, lease = self.container, self.container.config.payment_lease_seconds
         while self.sent:
             actor, args = self.sent.pop(0)
             if actor == "charge_payment":
-                charge.charge_payment(c.uow, c.providers, args[0], lease_seconds=lease)
+                charge.charge_payment(self.uow, c.providers, args[0], lease_seconds=lease)
             elif actor == "advance_test_clock":
-                advance.advance_clock(c.uow, c.providers, self, args[0], lease_seconds=lease,
-                                       retry=RETRY)
+                advance.advance_clock(self.uow, c.providers, args[0], lease_seconds=lease,
+                                      retry=RETRY)
             else:
                 raise AssertionError(f"unexpected message {actor}{args}")
 
@@ -96,7 +101,7 @@ class World:
 
     def do(self, action: Callable[[UnitOfWork], T]) -> T:
         """Run one service call in its own committed unit of work, then its messages."""
-        with self.container.uow() as uow:
+        with self.inline.uow() as uow:
             result = action(uow)
             uow.commit()
         self.inline.drain()
@@ -109,11 +114,11 @@ class World:
 
     def subscribe(self, plan_id: str) -> str:
         return self.do(lambda u: subscriptions.create_subscription(
-            u, self.scope, self.inline, customer_id=self.customer_id, plan_id=plan_id,
+            u, self.scope, customer_id=self.customer_id, plan_id=plan_id,
             payment_method_id=self.method_id, trial_days=None, metadata={})).id
 
     def advance(self, to: datetime) -> None:
-        self.do(lambda u: clocks.start_advance(u, self.scope, self.inline, self.clock_id, to))
+        self.do(lambda u: clocks.start_advance(u, self.scope, self.clock_id, to))
 
     def get(self, model: type[T], object_id: str) -> T:
         with self.container.session_factory() as session:
@@ -202,7 +207,7 @@ def test_plan_change_money_is_conserved_through_renewals(
     if at > anchor:
         world.advance(at)
     world.do(lambda u: subscriptions.change_plan(
-        u, world.scope, world.inline, sub_id, plan_id=new_plan,
+        u, world.scope, sub_id, plan_id=new_plan,
         proration_behavior="create_prorations"))
     world.advance(add_intervals(anchor, "day", 2, periods))
 

@@ -16,6 +16,7 @@ from sqlalchemy import update
 
 from app.bootstrap import Container
 from app.models import ClockStatus, TestClock
+from app.models.uow import UnitOfWork
 from app.scheduler.runner import reconcile_job
 from app.services import clocks
 from app.services.scope import Scope
@@ -33,9 +34,8 @@ def _advancing_clock(container: Container) -> str:
     with container.uow() as uow:
         clock_id = clocks.create_clock(uow, scope, START).id
         uow.commit()
-    with container.uow() as uow:
-        clocks.start_advance(uow, scope, lambda *a, **k: lost.append(a), clock_id,
-                             START + timedelta(days=40))
+    with UnitOfWork(container.session_factory, lambda *a, **k: lost.append(a)) as uow:
+        clocks.start_advance(uow, scope, clock_id, START + timedelta(days=40))
         uow.commit()
     with container.uow() as uow:  # as if the reconcile interval had passed since
         uow.session.execute(update(TestClock).where(TestClock.id == clock_id)

@@ -141,7 +141,8 @@ def test_tok_timeout_is_unknown_until_reconciliation_finds_the_charge(
 
     def reconciled() -> dict[str, Any] | None:
         with container.uow() as uow:
-            claim_stale_work(uow, container.enqueue, stale_seconds=1, batch=1000)
+            claim_stale_work(uow, stale_seconds=1, batch=1000)
+            uow.commit()
         now = api.ok(api.get(f"/payments/{payment['id']}"), 200)
         return now if now["status"] == "succeeded" else None
 

@@ -18,6 +18,7 @@ from sqlalchemy import update
 from app.clock import utcnow
 from app.ids import new_id
 from app.models import PaymentAttempt, Refund
+from app.models.uow import UnitOfWork
 from app.providers.base import ChargeRequest
 from app.providers.errors import OutcomeUnknown, PaymentDeclined, ProviderRateLimited
 from app.services import charge, reconcile, refunds
@@ -141,9 +142,10 @@ def test_a_429_carries_retry_after_and_is_retried(
 def redriven(merchant: Merchant) -> list[tuple[object, ...]]:
     """What the scheduler's reconciliation pass would re-drive now (stale at once)."""
     sent: list[tuple[object, ...]] = []
-    with merchant.container.uow() as uow:
-        reconcile.claim_stale_work(uow, lambda *args: sent.append(args), stale_seconds=0,
-                                   batch=10_000)
+    with UnitOfWork(merchant.container.session_factory, lambda *args, **_: sent.append(args)) \
+            as uow:
+        reconcile.claim_stale_work(uow, stale_seconds=0, batch=10_000)
+        uow.commit()
     return sent
 
 

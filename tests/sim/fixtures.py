@@ -123,7 +123,7 @@ class Merchant:
     def reconcile(self, payment_id: str) -> dict[str, Any]:
         """Run the reconciler's service once for an `unknown` payment."""
         c = self.container
-        reconcile.reconcile_payment(c.uow, c.providers, c.enqueue, payment_id)
+        reconcile.reconcile_payment(c.uow, c.providers, payment_id)
         return self.payment(payment_id)
 
     def payment(self, payment_id: str) -> dict[str, Any]:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from functools import partial
 
 from sqlalchemy import Connection, Engine, select, text, update
 from sqlalchemy.exc import DBAPIError
@@ -18,8 +17,6 @@ from app.models import ClockStatus, TestClock
 from app.models.uow import UnitOfWork
 from app.services.errors import Conflict, Forbidden, Invalid
 from app.services.scope import Scope
-
-Enqueue = Callable[..., None]
 
 
 def now_for(session: Session, test_clock_id: str | None) -> datetime:
@@ -52,7 +49,7 @@ def get_clock(session: Session, scope: Scope, clock_id: str) -> TestClock:
 
 
 def start_advance(
-    uow: UnitOfWork, scope: Scope, enqueue: Enqueue, clock_id: str, frozen_time: datetime
+    uow: UnitOfWork, scope: Scope, clock_id: str, frozen_time: datetime
 ) -> TestClock:
     """Move a ready clock forward; the worker then runs everything that fell due, in order."""
     _test_mode_only(scope)
@@ -65,7 +62,7 @@ def start_advance(
         )
     clock.frozen_time = frozen_time
     clock.status = ClockStatus.ADVANCING
-    uow.after_commit(lambda: enqueue("advance_test_clock", clock.id))
+    uow.enqueue("advance_test_clock", clock.id)
     return clock
 
 
@@ -74,8 +71,9 @@ def _test_mode_only(scope: Scope) -> None:
         raise Forbidden("Test clocks are available in test mode only.")
 
 
-def redrive_stalled(uow: UnitOfWork, enqueue: Enqueue, *, stale_seconds: int, batch: int) -> int:
-    """Send `advance_test_clock` again for clocks left `advancing` longer than `stale_seconds`.
+def redrive_stalled(uow: UnitOfWork, *, stale_seconds: int, batch: int) -> int:
+    """Send `advance_test_clock` again (after commit) for clocks left `advancing` longer than
+    `stale_seconds`.
 
     Its message may have been lost (a Redis restart, a killed worker). A clock still being
     advanced is harmless to send again: `driving` lets one worker at a time advance it.
@@ -93,8 +91,7 @@ def redrive_stalled(uow: UnitOfWork, enqueue: Enqueue, *, stale_seconds: int, ba
         uow.session.execute(update(TestClock).where(TestClock.id.in_(stalled))
                             .values(updated_at=now))
     for clock_id in stalled:
-        uow.after_commit(partial(enqueue, "advance_test_clock", clock_id))
-    uow.commit()
+        uow.enqueue("advance_test_clock", clock_id)
     return len(stalled)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -22,7 +22,6 @@ from app.services import charge, reconcile
 from app.services.renewals import MAX_STEPS, run_due
 
 log = logging.getLogger(__name__)
-Enqueue = Callable[..., None]
 UNSETTLED_POLL_SECONDS = 0.05
 #: Subscriptions of a test clock due at the same instant, done in one round together.
 ADVANCE_BATCH = 100
@@ -31,7 +30,6 @@ ADVANCE_BATCH = 100
 def advance_clock(
     uows: UnitOfWorkFactory,
     providers: ProviderRegistry,
-    enqueue: Enqueue,
     clock_id: str,
     *,
     lease_seconds: int,
@@ -46,7 +44,7 @@ def advance_clock(
     with uows() as uow:
         clock = uow.session.get_one(TestClock, clock_id)
         until = clock.frozen_time
-    settler = _Settler(uows, providers, enqueue, clock_id, lease_seconds, retry)
+    settler = _Settler(uows, providers, clock_id, lease_seconds, retry)
     steps = 0
     settler.settle_all()
     on_clock = Subscription.test_clock_id == clock_id
@@ -96,7 +94,6 @@ class _Settler:
 
     uows: UnitOfWorkFactory
     providers: ProviderRegistry
-    enqueue: Enqueue
     clock_id: str
     lease_seconds: int
     retry: charge.RetryPolicy
@@ -115,8 +112,7 @@ class _Settler:
             due = []
             for payment_id, status in rows:
                 if status is PaymentStatus.UNKNOWN:
-                    reconcile.reconcile_payment(self.uows, self.providers, self.enqueue,
-                                                payment_id)
+                    reconcile.reconcile_payment(self.uows, self.providers, payment_id)
                 elif self.transient[payment_id] > self.retry.max_retries:
                     charge.give_up(self.uows, payment_id)
                 else:
