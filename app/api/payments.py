@@ -23,9 +23,8 @@ api = Api(Blueprint("payments", __name__), tag="Payments")
     idempotency="required",
 )
 def pay(body: schemas.PayRequest) -> ViewResult:
-    container = context.container()
     payment = payments.create_payment(
-        context.uow(), container.cache, context.scope(), container.enqueue, **body.model_dump()
+        context.uow(), context.container().cache, context.scope(), **body.model_dump()
     )
     return render.payment(payment), 202, {"Location": f"/payments/{payment.id}"}
 
@@ -58,9 +57,7 @@ def list_payments(query: schemas.PaymentListQuery) -> ViewResult:
     status=201,
 )
 def refund(payment_id: str, body: schemas.RefundRequest) -> ViewResult:
-    created = payments.create_refund(
-        context.uow(), context.scope(), context.container().enqueue, payment_id, body.amount
-    )
+    created = payments.create_refund(context.uow(), context.scope(), payment_id, body.amount)
     return render.refund(created), 201
 
 

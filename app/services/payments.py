@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -26,14 +25,11 @@ from app.models.uow import UnitOfWork
 from app.services.errors import Conflict, Invalid
 from app.services.scope import Scope
 
-Enqueue = Callable[..., None]
-
 
 def create_payment(
     uow: UnitOfWork,
     cache: Cache,
     scope: Scope,
-    enqueue: Enqueue,
     *,
     amount: int,
     currency: str,
@@ -55,7 +51,7 @@ def create_payment(
         customer_id=customer_id, payment_method_id=payment_method_id, amount=amount,
         currency=currency, description=description, metadata=metadata,
     )
-    uow.after_commit(lambda: enqueue("charge_payment", payment.id))
+    uow.enqueue("charge_payment", payment.id)
     return payment
 
 
@@ -110,7 +106,7 @@ def new_payment(
 
 
 def create_refund(
-    uow: UnitOfWork, scope: Scope, enqueue: Enqueue, payment_id: str, amount: int | None
+    uow: UnitOfWork, scope: Scope, payment_id: str, amount: int | None
 ) -> Refund:
     """Refund part or the rest of a succeeded payment; the provider call runs in a worker."""
     payment = scope.get(uow.session, Payment, payment_id, lock=True)
@@ -144,5 +140,5 @@ def create_refund(
     )
     uow.session.add(refund)
     uow.session.flush()
-    uow.after_commit(lambda: enqueue("refund_payment", refund.id))
+    uow.enqueue("refund_payment", refund.id)
     return refund

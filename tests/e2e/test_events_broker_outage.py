@@ -46,7 +46,7 @@ def burst(container: Container, tenant_id: str, customer_id: str, method_id: str
     for _ in range(PAYMENTS // 10):
         with container.uow() as uow:
             payments = [
-                create_payment(uow, container.cache, scope, container.enqueue, amount=1999,
+                create_payment(uow, container.cache, scope, amount=1999,
                                currency="usd", customer_id=customer_id,
                                payment_method_id=method_id, description=None, metadata={})
                 for _ in range(10)
