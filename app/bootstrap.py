@@ -8,23 +8,35 @@ from functools import cached_property
 from typing import Any
 
 import dramatiq
+import psycopg2
 import redis
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Retries, default_middleware
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import cache
 from app.config import DEV_CREDENTIALS_KEY, Config
 from app.models.uow import UnitOfWork
 from app.providers.credentials import CredentialStore, Sealer, TenantProviders, builders
+from app.providers.errors import ProviderRateLimited, TransientProviderError
 from app.providers.registry import ProviderRegistry
 from app.providers.sandbox import SandboxProvider
 from app.replicas import Replica, Replicas, bound_replica_waits, replica_name
+from app.services.clocks.advance import ClockUnsettled
 
 log = logging.getLogger(__name__)
 
 #: Actors that do not run on the default queue.
-QUEUES = {"send_mail": "mail", "deliver_webhooks": "webhooks", "advance_test_clock": "clocks"}
+QUEUES = {"send_mail": "mail", "deliver_webhooks": "webhooks", "advance_test_clock": "clocks",
+          "clock_retries_exhausted": "clocks"}
+#: Errors after which an actor's message is retried: the provider did not process the
+#: request, our database or Redis blinked, a test clock's payments are not settled yet.
+#: Declines and lost answers are settled by the services and never raised.
+TRANSIENT = (TransientProviderError, ClockUnsettled, dramatiq.Retry, OperationalError,
+             InterfaceError, psycopg2.OperationalError, psycopg2.InterfaceError,
+             redis.RedisError)
 
 
 @dataclass
@@ -84,11 +96,33 @@ class Container:
         return cache.Cache(client, self.config.redis_namespace, self.config.cache_ttl_seconds)
 
     @cached_property
+    def retries(self) -> Retries:
+        """The actors' one retry policy, Dramatiq's Retries: only TRANSIENT errors, at most
+        CHARGE_MAX_RETRIES times, exponential backoff with jitter between CHARGE_MIN_BACKOFF_MS
+        and CHARGE_MAX_BACKOFF_MS (the mail and webhook actors set their own bounds)."""
+        limit = self.config.charge_max_retries
+
+        def transient(retries: int, exc: BaseException) -> bool:
+            return isinstance(exc, TRANSIENT) and retries < limit
+
+        return Retries(max_retries=limit, min_backoff=self.config.charge_min_backoff_ms,
+                       max_backoff=self.config.charge_max_backoff_ms, retry_when=transient)
+
+    def retry_after_ms(self, error: ProviderRateLimited) -> int | None:
+        """How long to hold a retry the provider asked to wait for (its Retry-After, at
+        least our minimum backoff), never shortened; None: the backoff decides."""
+        if error.retry_after is None:
+            return None
+        return max(int(error.retry_after * 1000), self.config.charge_min_backoff_ms)
+
+    @cached_property
     def broker(self) -> RedisBroker:
+        middleware = [m() for m in default_middleware if m is not Retries] + [self.retries]
         broker = RedisBroker(  # type: ignore[no-untyped-call]
             client=self.redis,
             namespace=f"{self.config.redis_namespace}-dramatiq",
             heartbeat_timeout=self.config.dramatiq_heartbeat_timeout_ms,
+            middleware=middleware,
         )
         dramatiq.set_broker(broker)
         return broker

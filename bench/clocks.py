@@ -29,7 +29,7 @@ from app.config import Config
 from app.models import Payment, PaymentStatus, Provider, SandboxCharge, Subscription, TestClock
 from app.models.database import drop_database, ensure_database, migrate
 from app.models.uow import UnitOfWork
-from app.services import charge, clocks, customers, plans, subscriptions
+from app.services import clocks, customers, plans, subscriptions
 from app.services.clocks import advance
 from app.services.scope import Scope
 from app.services.tenants import create_tenant
@@ -98,11 +98,9 @@ def run(config: Config, count: int, months: int) -> dict[str, Any]:
     sub_ids = [do(seed) for _ in range(count)]
     until = add_intervals(START, "month", 1, months)
     do(lambda u: clocks.start_advance(u, scope, clock_id, until))
-    policy = charge.RetryPolicy(config.charge_max_retries, config.charge_min_backoff_ms,
-                                config.charge_max_backoff_ms)
     cpu, started = time.process_time(), time.monotonic()
     steps = advance.advance_clock(unsent, container.providers, clock_id,
-                                  lease_seconds=config.payment_lease_seconds, retry=policy)
+                                  lease_seconds=config.payment_lease_seconds)
     seconds, cpu = time.monotonic() - started, time.process_time() - cpu
     with container.session_factory() as session:
         payments = session.scalars(select(Payment).where(Payment.subscription_id.in_(sub_ids)))

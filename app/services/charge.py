@@ -87,25 +87,6 @@ class Outcome:
         return self.claim.request.payment_id
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often, and how long apart, a transient provider error is retried."""
-
-    max_retries: int
-    min_backoff_ms: int
-    max_backoff_ms: int
-
-    def backoff_seconds(self, retries: int) -> float:
-        return float(min(self.min_backoff_ms << max(retries - 1, 0), self.max_backoff_ms)) / 1000
-
-    def wait_ms(self, error: TransientProviderError) -> int | None:
-        """The provider's own Retry-After (at least our minimum backoff), never shortened:
-        the payment is held off until then anyway (its lease); None: use our own backoff."""
-        if not isinstance(error, ProviderRateLimited) or error.retry_after is None:
-            return None
-        return max(int(error.retry_after * 1000), self.min_backoff_ms)
-
-
 def charge_payment(
     uows: UnitOfWorkFactory, providers: ProviderRegistry, payment_id: str, *, lease_seconds: int
 ) -> None:

@@ -43,7 +43,6 @@ NOMINAL_DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
 # Each example is a few real transactions: few examples, and no shrinking (minutes here).
 PROPERTY = settings(max_examples=15, deadline=None, phases=[Phase.explicit, Phase.generate],
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
-RETRY = charge.RetryPolicy(max_retries=3, min_backoff_ms=1, max_backoff_ms=10)
 
 
 @dataclass
@@ -68,8 +67,7 @@ class Inline:
             if actor == "charge_payment":
                 charge.charge_payment(self.uow, c.providers, args[0], lease_seconds=lease)
             elif actor == "advance_test_clock":
-                advance.advance_clock(self.uow, c.providers, args[0], lease_seconds=lease,
-                                      retry=RETRY)
+                advance.advance_clock(self.uow, c.providers, args[0], lease_seconds=lease)
             else:
                 raise AssertionError(f"unexpected message {actor}{args}")
 

@@ -2,16 +2,14 @@
 
 `advance_clock` is what the `advance_test_clock` actor runs (on the `clocks` queue, while
 it holds the clock's `driving` locks): each instant's due subscriptions are renewed together
-by `renewals.run_due`, and their payments settled before time moves on.
+by `renewals.run_due`, and their payments settled before time moves on. A payment that is
+not settled yet stops the advance (ClockUnsettled) and Dramatiq's Retries, the actors' one
+retry policy, runs it again later: it goes on from where it stopped.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
@@ -22,31 +20,32 @@ from app.services import charge, reconcile
 from app.services.renewals import MAX_STEPS, run_due
 
 log = logging.getLogger(__name__)
-UNSETTLED_POLL_SECONDS = 0.05
 #: Subscriptions of a test clock due at the same instant, done in one round together.
 ADVANCE_BATCH = 100
+_OPEN = (PaymentStatus.PENDING, PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN)
+
+
+class ClockUnsettled(Exception):
+    """Raised when payments of a test clock are not settled yet (a transient provider error,
+    one another worker is charging, a lost answer not reconciled yet), so its time cannot
+    move on: the advance is a transient failure, retried with the actors' backoff."""
 
 
 def advance_clock(
-    uows: UnitOfWorkFactory,
-    providers: ProviderRegistry,
-    clock_id: str,
-    *,
-    lease_seconds: int,
-    retry: charge.RetryPolicy,
+    uows: UnitOfWorkFactory, providers: ProviderRegistry, clock_id: str, *, lease_seconds: int
 ) -> int:
     """Run everything due on a test clock up to its frozen time, globally in time order.
 
     The clock turns ready only once every payment of its subscriptions is settled (or waits
-    on the customer): transient provider errors are retried here, up to the policy's limit,
-    then the payment fails as it would in real time, and `unknown` ones are reconciled.
+    on the customer): each run charges the open ones once and reconciles the `unknown` ones,
+    and raises ClockUnsettled while any stays open; when the retries run out, `give_up`
+    fails them as real time would.
     """
     with uows() as uow:
         clock = uow.session.get_one(TestClock, clock_id)
         until = clock.frozen_time
-    settler = _Settler(uows, providers, clock_id, lease_seconds, retry)
     steps = 0
-    settler.settle_all()
+    _settle(uows, providers, clock_id, lease_seconds)
     on_clock = Subscription.test_clock_id == clock_id
     earliest = (
         select(Subscription.next_event_at)
@@ -64,14 +63,13 @@ def advance_clock(
                 .limit(ADVANCE_BATCH)
             ))
         if not sub_ids:
-            if settler.settle_all():
+            if _settle(uows, providers, clock_id, lease_seconds):
                 continue
             break
         ran = run_due(uows, providers, sub_ids, until, lease_seconds=lease_seconds,
                       max_rounds=1)
         if ran.to_retry:  # settled (retried, or failed into dunning) before time moves on
-            settler.failed(ran.to_retry)
-            settler.settle_all()
+            raise ClockUnsettled(f"{len(ran.to_retry)} payments failed for now")
         steps += len(sub_ids)
     with uows() as uow:
         clock = uow.session.get_one(TestClock, clock_id, with_for_update=True)
@@ -82,65 +80,48 @@ def advance_clock(
     return steps
 
 
-@dataclass
-class _Settler:
-    """Settles a clock's unsettled subscription payments before its time moves on.
+def give_up(uows: UnitOfWorkFactory, clock_id: str) -> None:
+    """Settle the clock's payments whose retries ran out, as a payment's own message does
+    then (`charge.give_up`): failed if nothing can have been charged, else unknown."""
+    for payment_id, status in _unsettled(uows, clock_id):
+        if status is PaymentStatus.PROCESSING:
+            charge.give_up(uows, payment_id)
+
+
+def _settle(
+    uows: UnitOfWorkFactory, providers: ProviderRegistry, clock_id: str, lease_seconds: int
+) -> bool:
+    """Settle every open payment of the clock once; False if there was none.
 
     A first, resume or proration payment is charged by its own message, which may not have
     run yet when the clock advances; its outcome moves the subscription, so the clock charges
-    it here. One that another worker is charging right now is waited for (its lease bounds
-    it). Transient failures are counted per payment for this advance.
+    it here. One another worker is charging right now is left to it (its lease bounds it).
+    ClockUnsettled if any stays open.
     """
+    rows = _unsettled(uows, clock_id)
+    if not rows:
+        return False
+    due = []
+    for payment_id, status in rows:
+        if status is PaymentStatus.UNKNOWN:
+            reconcile.reconcile_payment(uows, providers, payment_id)
+        else:
+            due.append(payment_id)
+    if due:
+        charge.charge_payments(uows, providers, due, lease_seconds=lease_seconds)
+    if left := _unsettled(uows, clock_id):
+        raise ClockUnsettled(f"{len(left)} payments of the clock are not settled yet")
+    return True
 
-    uows: UnitOfWorkFactory
-    providers: ProviderRegistry
-    clock_id: str
-    lease_seconds: int
-    retry: charge.RetryPolicy
-    transient: Counter[str] = field(default_factory=Counter)
 
-    def failed(self, payment_ids: Sequence[str]) -> None:
-        self.transient.update(payment_ids)
-
-    def settle_all(self) -> bool:
-        """Settle every open payment of the clock; False if there was none."""
-        found = False
-        while rows := self._unsettled():
-            found = True
-            if waited := max(self.transient[pid] for pid, _ in rows):
-                time.sleep(self.retry.backoff_seconds(waited))
-            due = []
-            for payment_id, status in rows:
-                if status is PaymentStatus.UNKNOWN:
-                    reconcile.reconcile_payment(self.uows, self.providers, payment_id)
-                elif self.transient[payment_id] > self.retry.max_retries:
-                    charge.give_up(self.uows, payment_id)
-                else:
-                    due.append(payment_id)
-            if due:
-                retry = charge.charge_payments(self.uows, self.providers, due,
-                                               lease_seconds=self.lease_seconds)
-                self.failed([outcome.payment_id for outcome in retry])
-            after = self._unsettled()
-            self.failed([pid for pid, status in after if status is PaymentStatus.UNKNOWN])
-            if after == rows:
-                time.sleep(UNSETTLED_POLL_SECONDS)  # another worker holds them: wait its lease
-        return found
-
-    def _unsettled(self) -> list[tuple[str, PaymentStatus]]:
-        with self.uows() as uow:
-            return [
-                (row.id, row.status)
-                for row in uow.session.execute(
-                    select(Payment.id, Payment.status)
-                    .join(Subscription, Payment.subscription_id == Subscription.id)
-                    .where(
-                        Subscription.test_clock_id == self.clock_id,
-                        Payment.status.in_(
-                            (PaymentStatus.PENDING, PaymentStatus.PROCESSING,
-                             PaymentStatus.UNKNOWN)
-                        ),
-                    )
-                    .order_by(Payment.id)
-                )
-            ]
+def _unsettled(uows: UnitOfWorkFactory, clock_id: str) -> list[tuple[str, PaymentStatus]]:
+    with uows() as uow:
+        return [
+            (row.id, row.status)
+            for row in uow.session.execute(
+                select(Payment.id, Payment.status)
+                .join(Subscription, Payment.subscription_id == Subscription.id)
+                .where(Subscription.test_clock_id == clock_id, Payment.status.in_(_OPEN))
+                .order_by(Payment.id)
+            )
+        ]
