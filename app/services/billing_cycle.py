@@ -27,6 +27,7 @@ from app.models import (
     Subscription,
     Tenant,
 )
+from app.services import locks
 from app.services.clocks import now_for
 from app.services.payments import new_payment
 from app.telemetry import metrics
@@ -105,7 +106,10 @@ def apply_due(session: Session, sub: Subscription, due: Due) -> Payment | None:
             return payment  # to stop at its provider; the caller keeps the sub a lease ahead
     schedule(sub)
     if due.kind == "retry":
-        retried = session.get_one(Payment, sub.latest_payment_id, with_for_update=True)
+        retry_id = sub.latest_payment_id
+        assert retry_id is not None, "a dunning retry charges the latest payment again"
+        # locked after its subscription, which the caller locked
+        retried = locks.lock(session, payment_ids=[retry_id]).payments[retry_id]
         if retried.status is PaymentStatus.FAILED:
             retried.status = PaymentStatus.PENDING
             payment = retried

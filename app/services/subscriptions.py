@@ -252,13 +252,17 @@ def _charge_now(uow: UnitOfWork, sub: Subscription, plan: Plan, start: datetime)
 
 
 def _cycle_payment(session: Session, sub_id: str, start: datetime) -> Payment | None:
-    return session.scalar(
-        select(Payment).where(
+    """The subscription's payment of the period starting at `start`, locked (after the
+    subscription, which the caller locked), if there is one."""
+    payment_id = session.scalar(
+        select(Payment.id).where(
             Payment.subscription_id == sub_id,
             Payment.purpose == PaymentPurpose.CYCLE,
             Payment.period_start == start,
-        ).with_for_update()
+        )
     )
+    return locks.lock(session, payment_ids=[payment_id]).payments[payment_id] if payment_id \
+        else None
 
 
 def _recharge(uow: UnitOfWork, sub: Subscription, payment: Payment) -> None:
