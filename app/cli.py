@@ -38,6 +38,7 @@ def create(name: str, rate_limit: str | None, as_json: bool) -> None:
     """Create a tenant; prints its id, test key and live key (shown only this once)."""
     with _container().uow() as uow:
         created = create_tenant(uow, name, rate_limit)
+        uow.commit()
     result = {"tenant_id": created.tenant_id, "test_key": created.test_key,
               "live_key": created.live_key}
     if as_json:
@@ -65,6 +66,7 @@ def create_api_key(tenant_id: str, mode: str, as_json: bool) -> None:
             key, raw = create_key(uow, tenant_id, livemode=mode == "live")
         except LookupError as exc:
             raise click.BadParameter(str(exc), param_hint="TENANT_ID") from None
+        uow.commit()
         result = {"id": key.id, "tenant_id": key.tenant_id, "livemode": key.livemode,
                   "key": raw, "created_at": timestamp(key.created_at)}
     if as_json:
@@ -105,6 +107,7 @@ def revoke_api_key(key_id: str) -> None:
             key = revoke_key(uow, key_id)
         except LookupError as exc:
             raise click.BadParameter(str(exc), param_hint="KEY_ID") from None
+        uow.commit()
         revoked_at = timestamp(key.revoked_at)
     _container().cache.invalidate_api_key(key.key_hash)
     click.echo(f"{key_id} revoked at {revoked_at}")

@@ -67,6 +67,7 @@ def demo_key() -> str:
                 return str(saved["test_key"])
     with container.uow() as uow:
         created = create_tenant(uow, "Demo merchant")
+        uow.commit()
     DEMO_FILE.write_text(json.dumps({"tenant_id": created.tenant_id,
                                      "test_key": created.test_key}))
     DEMO_FILE.chmod(0o600)

@@ -91,6 +91,7 @@ def run(config: Config, count: int, months: int) -> dict[str, Any]:
 
     with container.uow() as uow:
         scope = Scope(create_tenant(uow, "bench-clocks").tenant_id, livemode=False)
+        uow.commit()
     clock_id = do(lambda u: clocks.create_clock(u, scope, START)).id
     plan_id = do(lambda u: plans.create_plan(u, scope, code="monthly", name="Monthly",
                                              amount=1000, currency="usd", interval="month",

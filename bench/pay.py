@@ -364,6 +364,7 @@ class Bench:
         """A tenant that is never rate limited, one customer and its `tok_ok` payment method."""
         with build(self.config).uow() as uow:
             tenant = create_tenant(uow, "bench", rate_limit="100000/second")
+            uow.commit()
         key = tenant.test_key
         customer = call(base, key, "/customers", {"email": "bench@example.com", "name": "Bench"})
         method = call(

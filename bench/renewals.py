@@ -201,6 +201,7 @@ class Bench:
         started = time.monotonic()
         with build(self.config).uow() as uow:
             tenant_id = create_tenant(uow, "bench-renewals").tenant_id
+            uow.commit()
         now = datetime.now(UTC)
         # Periods end 2 min .. 62 min ago (spread like a real book of subscriptions), anchored
         # a month before; the next boundary is a month ahead: exactly one renewal due each.

@@ -68,6 +68,7 @@ def main() -> None:
     with Receiver(slow_seconds=SLOW_SECONDS) as receiver:
         with container.uow() as uow:
             tenant = create_tenant(uow, "bench")
+            uow.commit()
         scope = Scope(tenant.tenant_id, livemode=False)
         with container.uow() as uow:
             for path in ("/ok", "/slow"):

@@ -49,6 +49,7 @@ class Api:
     def for_new_tenant(cls, app: Flask, rate_limit: str | None = None) -> Api:
         with app.extensions["container"].uow() as uow:
             created = create_tenant(uow, f"tenant-{uuid.uuid4().hex[:8]}", rate_limit)
+            uow.commit()
         return cls(app.test_client(), created.tenant_id, created.test_key, created.live_key)
 
     def request(self, method: str, path: str, body: Any = None, *, key: str | None = None,

@@ -48,7 +48,6 @@ def create_tenant(uow: UnitOfWork, name: str, rate_limit: str | None = None) -> 
     uow.session.add(tenant)
     uow.session.flush()
     keys = {livemode: _add_key(uow, tenant.id, livemode)[1] for livemode in (False, True)}
-    uow.commit()
     return NewTenant(tenant_id=tenant.id, test_key=keys[False], live_key=keys[True])
 
 
@@ -58,7 +57,6 @@ def create_key(uow: UnitOfWork, tenant_id: str, *, livemode: bool) -> tuple[ApiK
     if uow.session.get(Tenant, tenant_id) is None:
         raise LookupError(f"no tenant {tenant_id}")
     key, raw = _add_key(uow, tenant_id, livemode)
-    uow.commit()
     return key, raw
 
 
@@ -81,7 +79,6 @@ def revoke_key(uow: UnitOfWork, key_id: str) -> ApiKey:
         raise LookupError(f"no API key {key_id}")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
-    uow.commit()
     return key
 
 

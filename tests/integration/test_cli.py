@@ -163,6 +163,7 @@ def test_credentials_rotate_reseals_every_stored_secret_under_the_newest_key(
         before = build(own)
         with before.uow() as uow:
             tenant_id = create_tenant(uow, "Rotating").tenant_id
+            uow.commit()
         before.credentials.save(tenant_id, "stripe", livemode=False,
                                 values={"secret_key": "sk_test_rotating"})
         with before.uow() as uow:

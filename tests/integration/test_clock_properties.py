@@ -87,6 +87,7 @@ class World:
     def at(cls, container: Container, frozen_time: datetime) -> World:
         with container.uow() as uow:
             tenant = create_tenant(uow, f"prop-{uuid.uuid4().hex[:8]}")
+            uow.commit()
         scope = Scope(tenant.tenant_id, livemode=False)
         world = cls(container, scope, "", "", "", Inline(container))
         world.clock_id = world.do(lambda u: clocks.create_clock(u, scope, frozen_time)).id

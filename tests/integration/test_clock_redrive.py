@@ -31,6 +31,7 @@ def _advancing_clock(container: Container) -> str:
     lost: list[Any] = []
     with container.uow() as uow:
         scope = Scope(create_tenant(uow, f"redrive-{uuid.uuid4().hex[:8]}").tenant_id, False)
+        uow.commit()
     with container.uow() as uow:
         clock_id = clocks.create_clock(uow, scope, START).id
         uow.commit()
