@@ -6,7 +6,7 @@ INFRA_STAMP := $(VENV)/.infra-stamp
 IMAGE ?= subscription-engine:local
 IMAGE_BASE ?= subscription-engine-base:bookworm
 
-.PHONY: run test lint infra image image-test bench-pay bench-faults task-defs clean
+.PHONY: run test lint infra image image-test bench-pay bench-renewals bench-faults task-defs clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -48,8 +48,11 @@ image-test: image  ## the image's api, worker, scheduler and relay: a /pay and i
 task-defs: $(STAMP)  ## rewrite ecs-task-defs/*.json from infra/processes.py
 	$(PY) -m infra.processes
 
-bench-pay: $(STAMP)
+bench-pay: $(STAMP)  ## the issue-11 /pay targets as ratios to a hello-world ceiling (~4 min)
 	$(PY) bench/pay.py
+
+bench-renewals: $(STAMP)  ## renewals end to end against a pgbench ceiling (N=30000, ~2 min)
+	$(PY) bench/renewals.py
 
 bench-faults: $(STAMP)  ## at most once under SIGKILLs and Redis/PostgreSQL restarts (own servers)
 	$(PY) bench/faults.py

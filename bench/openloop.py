@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 #: Sequence number -> the raw bytes of one HTTP request.
 RequestFactory = Callable[[int], bytes]
@@ -142,3 +144,47 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
         return float("nan")
     rank = max(0, min(len(sorted_values) - 1, int(fraction * len(sorted_values) + 0.5) - 1))
     return sorted_values[rank]
+
+
+def percentiles_ms(values: list[float]) -> dict[str, float | int]:
+    """Count, p50, p90, p99 and max of seconds, in milliseconds."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"count": 0}
+    return {
+        "count": len(ordered),
+        "p50": round(percentile(ordered, 0.5) * 1000, 1),
+        "p90": round(percentile(ordered, 0.9) * 1000, 1),
+        "p99": round(percentile(ordered, 0.99) * 1000, 1),
+        "max": round(ordered[-1] * 1000, 1),
+    }
+
+
+def summary(samples: list[Sample], rate: float, seconds: float, ok: int) -> dict[str, Any]:
+    """What one fixed-rate run achieved: answers by status, `ok` answers per second (counted to
+    the last answer, so a server that fell behind shows a lower rate), latency from schedule."""
+    statuses = Counter(str(s.status) for s in samples)
+    good = statuses.get(str(ok), 0)
+    last = max((s.due + s.latency for s in samples), default=seconds)
+    return {
+        "offered_per_s": rate,
+        "seconds": seconds,
+        "sent": len(samples),
+        "ok": good,
+        "ok_per_s": round(good / max(last, seconds), 1),
+        "error_rate": round(1 - good / len(samples), 4) if samples else 1.0,
+        "statuses": dict(statuses),
+        "not_sent": sum(1 for s in samples if not s.sent),
+        "latency_ms": percentiles_ms([s.latency for s in samples]),
+    }
+
+
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (x, y) points: how fast y grows per unit of x."""
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    var = sum((x - mean_x) ** 2 for x, _ in points)
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / var if var else 0.0

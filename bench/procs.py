@@ -9,10 +9,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Servers of the benches' own databases and Redis namespaces.
 PG = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+_T0 = time.monotonic()
+
+
+def say(message: str) -> None:
+    """Progress on stderr, with seconds since the bench started."""
+    print(f"[{time.monotonic() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def free_port() -> int:
@@ -54,7 +65,51 @@ def machine() -> dict[str, Any]:
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "python": platform.python_version(),
+        "loadavg_at_start": [round(v, 2) for v in os.getloadavg()],
     }
+
+
+def wait_quiet(limit: float) -> float:
+    """Wait (at most `limit` s) until the machine is at least 80% idle; the idle cores seen."""
+    deadline = time.monotonic() + limit
+    cores = os.cpu_count() or 1
+    while True:
+        before = cpu_snapshot()
+        time.sleep(3)
+        after = cpu_snapshot()
+        idle = (after.idle - before.idle) / TICKS / (after.at - before.at)
+        if idle >= 0.8 * cores or time.monotonic() > deadline:
+            say(f"{idle:.2f} of {cores} cores idle")
+            return round(idle, 2)
+        say(f"waiting for a quieter machine: {idle:.2f} of {cores} cores idle")
+
+
+class Poller:
+    """Calls `read` every `interval` s on a thread while a phase runs: (seconds, value) pairs.
+
+    For what the load generator cannot see, such as the backlog in the database.
+    """
+
+    def __init__(self, read: Callable[[], float], interval: float = 0.5) -> None:
+        self.read, self.interval = read, interval
+        self.points: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Poller:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.points.append((time.monotonic() - self._started, self.read()))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.points.append((time.monotonic() - self._started, self.read()))
+            self._stop.wait(self.interval)
 
 TICKS = os.sysconf("SC_CLK_TCK")
 OWN_DATABASE = "se_bench"
@@ -320,3 +375,32 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (e.g. the dramatiq master's worker processes)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def peak_rss_mb(pids: list[int]) -> dict[int, float]:
+    """VmHWM (peak resident memory) in MB of each process still alive."""
+    found = {}
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        hwm = next((ln for ln in status.splitlines() if ln.startswith("VmHWM:")), None)
+        if hwm:
+            found[pid] = round(int(hwm.split()[1]) / 1024, 1)
+    return found

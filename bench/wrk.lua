@@ -1,6 +1,7 @@
 -- wrk script for bench/pay.py: counts responses by status and prints them as JSON.
--- Args (after --): METHOD PATH [API_KEY BODY RUN_ID]. With a key, every request carries
--- its own Idempotency-Key (RUN_ID-thread-sequence), so each POST /pay is a new payment.
+-- Args (after --): METHOD PATH [API_KEY [BODY [RUN_ID]]]. With a run id, every request carries
+-- its own Idempotency-Key (RUN_ID-thread-sequence), so each POST /pay is a new payment; an
+-- empty BODY sends none (GET).
 
 local threads = {}
 local next_id = 1
@@ -13,17 +14,20 @@ end
 
 function init(args)
   method, path, key, body, run = args[1], args[2], args[3], args[4], args[5]
+  if body == "" then body = nil end
   seq = 0
   statuses = {}
   headers = {}
   if key then
     headers["Authorization"] = "Bearer " .. key
+  end
+  if body then
     headers["Content-Type"] = "application/json"
   end
 end
 
 function request()
-  if key then
+  if run then
     seq = seq + 1
     headers["Idempotency-Key"] = run .. "-" .. tid .. "-" .. seq
   end
