@@ -46,11 +46,14 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from procs import ROOT, Fleet, PostgresServer, RedisServer, free_port, machine, wait_http
+from procs import ROOT, Fleet, free_port, machine, wait_http
 from sqlalchemy import Engine, create_engine, text
+
+sys.path.insert(0, str(ROOT))  # tests/servers.py: the servers a test or bench may restart
 
 from app.billing.periods import add_intervals
 from app.events.embedded_broker import EmbeddedBroker
+from tests.servers import Cluster, RedisServer, remove
 
 RESULTS = ROOT / "bench" / "results" / "faults.json"
 BIN = Path(sys.executable).parent
@@ -118,12 +121,12 @@ class Servers:
 
     def __init__(self, tmp: Path, logs: Path) -> None:
         self.tmp, self.logs = tmp, logs
-        self.pg = PostgresServer(tmp / "pg")
-        self.redis = RedisServer(logs / "redis.log")
+        self.redis = RedisServer(tmp)
         self.kafka = EmbeddedBroker(port=free_port(), log=logs / "kafka.log")
         self.fleet = Fleet(logs)
         self.api_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.api_port}"
+        self.pg = Cluster.primary()  # initdb and start: last, so that `stop` always follows
 
     def env(self, lease: int) -> dict[str, str]:
         """`make run`'s environment, pointed at the bench's servers and ports."""
@@ -144,8 +147,6 @@ class Servers:
     def start(self) -> None:
         say(f"own PostgreSQL on :{self.pg.port}, Redis on :{self.redis.port}, "
             f"Kafka on :{self.kafka.port}")
-        self.pg.init()
-        self.pg.start()
         self.redis.start()
         self.kafka.start()
         self.sink_port = free_port()
@@ -161,9 +162,8 @@ class Servers:
     def stop(self) -> None:
         self.fleet.stop_all()
         self.kafka.stop()
-        self.redis.kill()
-        if self.pg.running():
-            self.pg.stop("immediate")
+        self.redis.stop()
+        remove(self.pg)
 
     def engine_child(self, word: str) -> int | None:
         """The pid of the engine's child process whose command line has `word`."""
@@ -395,12 +395,12 @@ class Bench:
         """Inject one fault; False when its target was not running (being restarted)."""
         servers, outage = self.servers, self.args.outage_seconds
         if fault == "Redis restart (empty)":
-            servers.redis.kill()
+            servers.redis.stop()
             time.sleep(outage)
             servers.redis.start()
             return True
         if fault == "PostgreSQL restart":
-            servers.pg.stop("immediate" if len(self.faults) % 2 else "fast")
+            servers.pg.stop(mode="immediate" if len(self.faults) % 2 else "fast")
             time.sleep(outage)
             servers.pg.start()
             return True

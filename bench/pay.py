@@ -3,8 +3,10 @@ a hello-world ceiling measured in the same run under the same gunicorn settings.
 
     .venv/bin/python bench/pay.py [--profile]    (about 4 minutes; needs wrk: apt-get install wrk)
 
-On a database (`se_bench`) and Redis namespace (`se-bench-pay`) of its own, recreated and removed:
-  1. ceiling: bench/hello.py under the same gunicorn settings, wrk with 32 connections;
+On a database (`se_bench`, recreated and removed) and a redis-server of its own (tests/servers.py):
+  1. ceiling: bench/hello.py under the same gunicorn settings, wrk with 32 connections; once
+     more at the end (8.): the ratios are to the mean of the two, and a spread of more than
+     20% between them is flagged (the machine's load changed: ratios unreliable);
   2. API alone (no worker fleet): wrk on POST /pay, a new Idempotency-Key each (bench/wrk.lua);
      only 202 counts as accepted;
   3. GET /payments/{id} of one payment, wrk; only 200 counts;
@@ -13,8 +15,9 @@ On a database (`se_bench`) and Redis namespace (`se-bench-pay`) of its own, recr
   5. search, open loop (bench/openloop.py): --probe-seconds at an offered rate, starting from
      what phases 2 and 4 predict, up or down, then bisecting, for the highest rate that is
      *flat*: at least 99% answered 202, accepted at >= 97% of the offered rate, settled at
-     >= 95% of the accepted rate, and the backlog (accepted, not yet settled, polled from the
-     database) growing by less than 5% of the offered rate per second;
+     >= 95% of the accepted rate, the backlog (accepted, not yet settled, polled from the
+     database) growing by less than 5% of the offered rate per second, and the latency by
+     less than 20 ms per second (the API is not queueing up);
   6. sustained: the best flat rate for --sustain-seconds (60); if it is not flat, once more
      15% lower. CPU per settled payment (API + fleet + PostgreSQL) is measured here;
   7. latency: half the sustained rate, p99 measured from each request's scheduled time, and
@@ -41,15 +44,15 @@ from pathlib import Path
 from typing import Any
 
 import procs
-import redis
 import spy
+import wrk
 from openloop import percentiles_ms, request_bytes, run_fixed_rate, slope, summary
 from procs import (
     PG,
-    REDIS,
     ROOT,
     Fleet,
     Poller,
+    cpu_ms_per,
     cpu_snapshot,
     cpu_usage,
     free_port,
@@ -60,10 +63,13 @@ from procs import (
 from sqlalchemy import Engine, create_engine, text
 from wrk import Wrk
 
+sys.path.insert(0, str(ROOT))  # tests/servers.py: the servers a test or bench starts
+
 from app.bootstrap import build
 from app.config import Config
 from app.models.database import drop_database, ensure_database, migrate
 from app.services.tenants import create_tenant
+from tests.servers import RedisServer
 
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results" / "pay.json"
@@ -74,9 +80,12 @@ TARGETS = {"api_alone": 0.15, "sustained": 0.08, "get_payment": 0.4, "p99_ms": 5
            "cpu_ms_per_settled": 6.0}
 #: What "flat" allows (see the module's docstring).
 FLAT = {"answered_202": 0.99, "accepted_of_offered": 0.97, "settled_of_accepted": 0.95,
-        "backlog_growth_of_offered": 0.05}
+        "backlog_growth_of_offered": 0.05, "latency_growth_ms_per_s": 20.0}
+CEILING_SPREAD = 0.2  # first and last ceiling further apart than this: the load changed
 #: Whose CPU a settled payment costs (the target's sum); Redis and the load are shown apart.
 PIPELINE = ("gunicorn", "dramatiq", "postgresql (bench db)")
+NOT_OURS = ("other processes", "postgresql (server processes)", "redis (all clients)",
+            "steal (hypervisor)")
 UNSETTLED = "status IN ('pending', 'processing', 'unknown')"  # ix_payments_unsettled
 #: Steps of a POST /pay in the API's profile (frames, matched inside the request handler).
 PAY_STEPS = {
@@ -109,8 +118,8 @@ def parse_args() -> argparse.Namespace:
     add("--fleet-threads", type=int, default=4, help="dramatiq threads each")
     add("--connections", type=int, default=32, help="wrk connections")
     add("--max-seconds", type=int, default=10, help="each wrk run")
-    add("--probe-seconds", type=float, default=10.0, help="each rate tried in the search")
-    add("--probes", type=int, default=5, help="rates tried at most")
+    add("--probe-seconds", type=float, default=8.0, help="each rate tried in the search")
+    add("--probes", type=int, default=4, help="rates tried at most")
     add("--sustain-seconds", type=float, default=60.0, help="the sustained run")
     add("--latency-seconds", type=float, default=15.0, help="the run at half that rate")
     add("--drain-seconds", type=float, default=60.0, help="wait for the fleet at most")
@@ -127,25 +136,30 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     wrk = Wrk.find(args.connections)
-    config = Config.from_env(
-        {}, database_url=f"{PG}/se_bench", redis_url=REDIS, redis_namespace="se-bench-pay",
-        engine_env="development", db_pool_size=args.db_pool_size,
-    )
     idle_at_start = wait_quiet(args.wait_quiet)
     started = time.monotonic()
-    say(f"recreating database se_bench; load average {os.getloadavg()[0]:.2f}")
-    drop_database(config.database_url)
-    _clear_redis(config)
-    ensure_database(config.database_url)
-    migrate(config.database_url)
     with tempfile.TemporaryDirectory(prefix="se-bench-") as tmp:
+        # A redis-server of the bench's own: its CPU is ours alone, and its keys go with it.
+        own_redis = RedisServer(Path(tmp))
+        own_redis.start()
+        assert own_redis.process is not None
+        config = Config.from_env(
+            {}, database_url=f"{PG}/se_bench", redis_url=own_redis.url,
+            redis_namespace="se-bench-pay", engine_env="development",
+            db_pool_size=args.db_pool_size,
+        )
+        say(f"recreating database se_bench; load average {os.getloadavg()[0]:.2f}")
+        drop_database(config.database_url)
+        ensure_database(config.database_url)
+        migrate(config.database_url)
         fleet = Fleet(Path(tmp))
         try:
-            results = Bench(args, config, fleet, Path(tmp), wrk).run()
+            results = Bench(args, config, fleet, Path(tmp), wrk,
+                            own_redis.process.pid).run()
         finally:
             say("stopping processes")
             fleet.stop_all()
-            _clear_redis(config)
+            own_redis.stop()
             if not args.keep:
                 drop_database(config.database_url)
     results["bench_seconds"] = round(time.monotonic() - started, 1)
@@ -160,10 +174,10 @@ def main() -> None:
 class Bench:
     """One run of every phase; each method is one phase and returns what it measured."""
 
-    def __init__(
-        self, args: argparse.Namespace, config: Config, fleet: Fleet, tmp: Path, wrk: Wrk
-    ) -> None:
+    def __init__(self, args: argparse.Namespace, config: Config, fleet: Fleet, tmp: Path,
+                 wrk: Wrk, redis_pid: int) -> None:
         self.args, self.config, self.fleet, self.wrk = args, config, fleet, wrk
+        self.redis_pid = redis_pid
         self.run_id = uuid.uuid4().hex[:8]
         metrics = tmp / "prometheus"
         metrics.mkdir()
@@ -175,7 +189,7 @@ class Bench:
     def run(self) -> dict[str, Any]:
         r: dict[str, Any] = {"machine": {**procs.machine(), "wrk": self.wrk.version()},
                              "settings": self.settings()}
-        r["ceiling"] = self.ceiling()
+        first = self.ceiling("first")
         port = free_port()
         self.gunicorn("gunicorn", "wsgi:app", port)
         wait_http(f"http://{HOST}:{port}/readyz", self.fleet, timeout=90)
@@ -190,6 +204,9 @@ class Bench:
         r["half_rate"] = self.offer(port, key, body, round(chosen["offered_per_s"] / 2),
                                     self.args.latency_seconds, "half the sustained rate",
                                     settle_times=True)
+        self.fleet.stop("dramatiq")
+        self.fleet.stop("gunicorn")
+        r["ceiling"] = both_ceilings(first, self.ceiling("last"))
         r["ratios"] = ratios(r)
         r["targets"] = targets(r)
         r["cpu_cores_used"] = self.cpu
@@ -212,6 +229,7 @@ class Bench:
             "db_pool_size": a.db_pool_size,
             "tenant_rate_limit": "100000/second",
             "prometheus_multiproc": True,
+            "redis": "a redis-server of the bench's own (no persistence)",
             "not_running": "scheduler, outbox relay, Kafka",
         }
 
@@ -224,9 +242,9 @@ class Bench:
                 *extra]
         self.fleet.start(name, argv, self.env, ROOT)
 
-    def ceiling(self) -> dict[str, Any]:
-        """Phase 1: hello-world throughput under the same gunicorn settings (plain wrk)."""
-        say("ceiling: hello-world under gunicorn, wrk")
+    def ceiling(self, which: str) -> dict[str, Any]:
+        """Phases 1 and 8: hello-world under the same gunicorn settings (plain wrk)."""
+        say(f"{which} ceiling: hello-world under gunicorn, wrk")
         port = free_port()
         self.gunicorn("hello", "hello:app", port, "--pythonpath", str(BENCH))
         url = f"http://{HOST}:{port}/"
@@ -234,7 +252,7 @@ class Bench:
         self.wrk.plain(url, 2)  # warm-up
         before = cpu_snapshot()
         result = self.wrk.plain(url, self.args.max_seconds)
-        self.record_cpu("ceiling (wrk on hello)", before, result["requests"])
+        self.record_cpu(f"{which} ceiling (wrk on hello)", before, result["requests"])
         self.fleet.stop("hello")
         say(f"ceiling {result['requests_per_s']:.0f} req/s")
         return result
@@ -256,13 +274,13 @@ class Bench:
         """Phase 2: wrk on POST /pay with no fleet running; only 202 counts as accepted."""
         say("API alone: wrk on POST /pay, fleet stopped")
         seconds = self.args.max_seconds
-        self.start_profiles("api-alone", seconds)
+        recording = self.start_profiles("api-alone", seconds)
         started, before = time.time(), cpu_snapshot()
         data = self.wrk.scripted(f"http://{HOST}:{port}", seconds, "POST", "/pay", key,
                                  body.decode(), f"{self.run_id}-max")
         self.record_cpu("API alone (wrk on /pay)", before, self.created(started, time.time()))
-        self.finish_profiles("api-alone")
-        result = wrk_result(data, "202")
+        self.finish_profiles("api-alone", recording)
+        result = wrk.summary(data, "202")
         result["created_in_db"] = self.cpu["API alone (wrk on /pay)"]["requests"]
         say(f"API alone: {result['ok_per_s']:.0f} accepted/s")
         return result
@@ -275,7 +293,7 @@ class Bench:
         data = self.wrk.scripted(f"http://{HOST}:{port}", self.args.max_seconds, "GET",
                                  f"/payments/{payment}", key)
         self.record_cpu("GET /payments/{id} (wrk)", before, data["requests"])
-        return wrk_result(data, "200")
+        return wrk.summary(data, "200")
 
     def start_fleet(self) -> dict[str, Any]:
         """Phase 4: the fleet starts and settles the API-alone backlog; its rate when full."""
@@ -300,9 +318,12 @@ class Bench:
     def search(self, port: int, key: str, body: bytes, api: dict[str, Any],
                drain: dict[str, Any]) -> dict[str, Any]:
         """Phase 5: the highest flat rate, from the prediction up or down, then bisecting."""
-        fleet_rate = drain["settled_per_s"] or api["ok_per_s"]
-        # The API and the fleet share the cores: their costs per payment add up.
-        predicted = 1 / (1 / max(api["ok_per_s"], 1) + 1 / max(fleet_rate, 1))
+        api_rate = max(api["ok_per_s"], 1.0)
+        fleet_rate = max(drain["settled_per_s"] or api_rate, 1.0)
+        # Between what their costs add up to when both use the same cores fully (an idle
+        # machine) and the slower of the two alone (a machine others keep busy).
+        shared = 1 / (1 / api_rate + 1 / fleet_rate)
+        predicted = math.sqrt(shared * min(api_rate, fleet_rate))
         rate, flat, steep, probes = max(5.0, round(predicted)), 0.0, math.inf, []
         for _ in range(self.args.probes):
             probe = self.offer(port, key, body, rate, self.args.probe_seconds, "probe")
@@ -341,8 +362,7 @@ class Bench:
             return request_bytes("POST", "/pay", f"{HOST}:{port}",
                                  {**headers, "Idempotency-Key": f"{prefix}{number}"}, body)
 
-        if profile:
-            self.start_profiles(profile, int(seconds * 0.8))
+        recording = self.start_profiles(profile, int(seconds * 0.8)) if profile else None
         before, started = cpu_snapshot(), time.time()
         with Poller(self.unsettled, 0.5) as backlog:
             samples = asyncio.run(run_fixed_rate(HOST, port, rate, seconds, factory))
@@ -351,16 +371,17 @@ class Bench:
         phase = f"{label} {rate:.0f}/s"
         if label != "warm-up":
             self.record_cpu(phase, before, settled)
-        if profile:
-            self.finish_profiles(profile)
+        self.finish_profiles(profile, recording)
         result = summary(samples, rate, seconds, ok=202)
         growth = slope([p for p in backlog.points if p[0] >= seconds * 0.3])
+        later = [(s.due, s.latency) for s in samples if s.due >= seconds * 0.3]
         result.update({
             "started_drained": drained is not None,
             "settled_per_s": round(settled / (ended - started), 1),
             "backlog": {"at_end": int(backlog.points[-1][1]),
                         "max": int(max(v for _, v in backlog.points)),
                         "growth_per_s": round(growth, 1)},
+            "latency_growth_ms_per_s": round(slope(later) * 1000, 1),
         })
         result["flat"] = is_flat(result)
         if label != "warm-up":
@@ -384,36 +405,29 @@ class Bench:
         return {"payments": len(answered), "succeeded": len(done),
                 "from_202_ms": percentiles_ms([float(r[2]) - answered[r[0]] for r in done])}
 
-    def start_profiles(self, phase: str, seconds: int) -> None:
-        self.spies: dict[str, tuple[Any, Path]] = {}
+    def start_profiles(self, phase: str, seconds: int) -> spy.Phase | None:
         if not self.args.profile:
-            return
-        for pid, name in self.fleet.pgids().items():
-            out = self.args.out.parent / f"pay-profile-{phase}-{name}.txt"
-            self.spies[name] = (spy.record(pid, seconds, out), out)
+            return None
+        return spy.Phase(self.fleet.pgids(), seconds,
+                         lambda name: self.args.out.parent / f"pay-profile-{phase}-{name}.txt")
 
-    def finish_profiles(self, phase: str) -> None:
-        for name, (process, out) in self.spies.items():
-            process.wait(timeout=120)
-            if out.exists():
-                self.profiles[f"{phase} {name}"] = {
-                    "raw": str(out),
-                    "pay_steps": spy.steps(out, "Flask.wsgi_app (", PAY_STEPS, PAY_LEAVES),
-                    "by_package_self_pct": spy.by_package(out)[:15],
-                    **spy.summarize(out, top=25),
-                }
-        self.spies = {}
+    def finish_profiles(self, phase: str, recording: spy.Phase | None) -> None:
+        for name, raw in (recording.finish() if recording else {}).items():
+            self.profiles[f"{phase} {name}"] = {
+                "raw": str(raw),
+                "pay_steps": spy.steps(raw, "Flask.wsgi_app (", PAY_STEPS, PAY_LEAVES),
+                "by_package_self_pct": spy.by_package(raw)[:15],
+                **spy.summarize(raw, top=25),
+            }
 
     def record_cpu(self, phase: str, before: procs.CpuSnapshot, requests: int) -> None:
         """Cores used per consumer during a phase, and CPU ms each of ours spent per request
         (`requests`: what the server completed in the phase, e.g. payments settled)."""
-        own = {os.getpid(): "bench (load generator)"}
+        own = {os.getpid(): "bench (load generator)", self.redis_pid: "redis (own server)"}
         exited = {"wrk": self.wrk.cpu_seconds}
         self.wrk.cpu_seconds = 0.0
         usage = cpu_usage(before, cpu_snapshot(), self.fleet.pgids(), own, exited)
-        skip = ("other processes", "idle", "postgresql (server processes)", "steal (hypervisor)")
-        per_request = {name: round(cores * usage["seconds"] * 1000 / max(requests, 1), 2)
-                       for name, cores in usage["cores"].items() if name not in skip}
+        per_request = cpu_ms_per(usage, requests, skip=NOT_OURS)
         self.cpu[phase] = {**usage, "requests": requests, "cpu_ms_per_request": per_request}
 
     def created(self, start: float, end: float) -> int:
@@ -431,14 +445,7 @@ class Bench:
         return self.scalar(f"SELECT count(*) FROM payments WHERE {UNSETTLED}")  # noqa: S608
 
     def wait_until(self, done: Callable[[], bool], timeout: float) -> float | None:
-        """Poll `done()` (bounded); the seconds it took, or None when the time ran out."""
-        started = time.monotonic()
-        while not done():
-            self.fleet.check_alive()
-            if time.monotonic() - started > timeout:
-                return None
-            time.sleep(0.1)
-        return time.monotonic() - started
+        return procs.wait_until(done, timeout, self.fleet)
 
     def scalar(self, sql: str, **params: Any) -> int:
         with self.engine.connect() as connection:
@@ -449,22 +456,6 @@ class Bench:
             return str(connection.scalar(text(sql)))
 
 
-def wrk_result(data: dict[str, Any], ok: str) -> dict[str, Any]:
-    """A scripted wrk run: `ok` answers per second, the error share, the statuses, latency."""
-    good = data["statuses"].get(ok, 0)
-    attempted = data["requests"] + sum(data["socket_errors"].values())
-    return {
-        "seconds": round(data["seconds"], 2),
-        "requests": data["requests"],
-        "ok": good,
-        "ok_per_s": round(good / data["seconds"], 1),
-        "error_rate": round(1 - good / attempted, 4) if attempted else 1.0,
-        "statuses": data["statuses"],
-        "socket_errors": data["socket_errors"],
-        "latency_ms": {k: round(v / 1000, 1) for k, v in data["latency_us"].items()},
-    }
-
-
 def is_flat(run: dict[str, Any]) -> bool:
     """Every payment accepted on time and settled as fast: the pipeline keeps up."""
     rate = run["offered_per_s"]
@@ -473,7 +464,17 @@ def is_flat(run: dict[str, Any]) -> bool:
         and run["ok_per_s"] >= FLAT["accepted_of_offered"] * rate
         and run["settled_per_s"] >= FLAT["settled_of_accepted"] * run["ok_per_s"]
         and run["backlog"]["growth_per_s"] <= FLAT["backlog_growth_of_offered"] * rate
+        and run["latency_growth_ms_per_s"] <= FLAT["latency_growth_ms_per_s"]
     )
+
+
+def both_ceilings(first: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+    """The ceiling the ratios use: the mean of the first and last run, with their spread."""
+    rates = [first["requests_per_s"], last["requests_per_s"]]
+    mean = sum(rates) / 2
+    spread = (max(rates) - min(rates)) / mean
+    return {"requests_per_s": round(mean, 1), "spread": round(spread, 3),
+            "steady": spread <= CEILING_SPREAD, "first": first, "last": last}
 
 
 def ratios(r: dict[str, Any]) -> dict[str, Any]:
@@ -517,16 +518,6 @@ def call(base: str, key: str, path: str, body: dict[str, Any]) -> dict[str, Any]
         return data
 
 
-def _clear_redis(config: Config) -> None:
-    """Delete this bench's queue and rate-limit keys (and no other bench's)."""
-    ns = config.redis_namespace
-    client = redis.Redis.from_url(config.redis_url)
-    for pattern in (f"{ns}-dramatiq*", f"LIMITS:LIMITER/{ns}-limits/*"):
-        for key in client.scan_iter(pattern):
-            client.delete(key)
-    client.close()
-
-
 def report(r: dict[str, Any]) -> str:
     """The table printed at the end."""
     m, s, c = r["machine"], r["settings"], r["ceiling"]
@@ -544,7 +535,9 @@ def report(r: dict[str, Any]) -> str:
         f"{s['dramatiq']['threads']} threads, wrk -t2 -c{s['wrk']['connections']}",
         "",
         f"{'measure':<50}{'value':>10}{'ratio':>9}{'target':>11}",
-        f"{'ceiling: hello-world req/s':<50}{ceiling:>10.0f}",
+        f"{'ceiling: hello-world req/s (mean of first, last)':<50}{ceiling:>10.0f}"
+        f"   {c['first']['requests_per_s']:.0f}, {c['last']['requests_per_s']:.0f}"
+        + ("" if c["steady"] else f"  UNSTEADY: {c['spread']:.0%} apart, ratios unreliable"),
     ]
     t = r["targets"]
 
@@ -594,7 +587,8 @@ def report(r: dict[str, Any]) -> str:
 def _run_line(run: dict[str, Any]) -> str:
     return (f"{run['ok_per_s']:.0f} accepted/s, {run['settled_per_s']:.0f} settled/s, "
             f"errors {run['error_rate']:.3f}, backlog {run['backlog']['growth_per_s']:+.1f}/s "
-            f"(end {run['backlog']['at_end']}), p99 {run['latency_ms'].get('p99')} ms"
+            f"(end {run['backlog']['at_end']}), p99 {run['latency_ms'].get('p99')} ms "
+            f"({run['latency_growth_ms_per_s']:+.0f} ms/s)"
             f" - {'flat' if run['flat'] else 'NOT flat'}")
 
 

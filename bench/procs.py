@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
+
+import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Servers of the benches' own databases and Redis namespaces.
@@ -292,91 +293,6 @@ def _consumer(
     return f"other: {name}"
 
 
-# --- servers of a bench's own, for the benches that stop and restart them ------------------
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-@dataclass
-class PostgresServer:
-    """A PostgreSQL cluster of the bench's own (initdb in `root`, on a free port), never the
-    machine's: stopping it disturbs nobody else. Run as user postgres when we are root."""
-
-    root: Path
-    port: int = field(default_factory=free_port)
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    def url(self, database: str) -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
-
-    def _run(self, *argv: str) -> None:
-        as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run([*as_postgres, *argv], check=True, capture_output=True, timeout=120)
-
-    def init(self) -> None:
-        self.root.mkdir(parents=True)
-        if os.geteuid() == 0:
-            self.root.parent.chmod(0o711)  # a temporary directory is root's alone
-            shutil.chown(self.root, "postgres", "postgres")
-        self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
-                  "--auth=trust", "--no-sync")
-        with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\n"
-                       f"unix_socket_directories = '{self.root}'\nfsync = off\n"
-                       "max_connections = 200\n")
-
-    def start(self) -> None:
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
-                  "-w", "-t", "60", "start")
-
-    def stop(self, mode: str = "fast") -> None:
-        """`fast` ends every connection; `immediate` is a crash (recovery at the next start)."""
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
-
-    def running(self) -> bool:
-        return (self.data / "postmaster.pid").exists()
-
-
-@dataclass
-class RedisServer:
-    """A redis-server of the bench's own on a free port, without persistence: a restart
-    loses every key, as a crash of the machine's Redis would."""
-
-    log: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--logfile", str(self.log)]
-        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 15
-        while not _listening(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not listen on {self.port}: see {self.log}")
-            time.sleep(0.02)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def children(pid: int) -> list[int]:
     """Direct children of `pid` (e.g. the dramatiq master's worker processes)."""
     found = []
@@ -404,3 +320,35 @@ def peak_rss_mb(pids: list[int]) -> dict[int, float]:
         if hwm:
             found[pid] = round(int(hwm.split()[1]) / 1024, 1)
     return found
+
+
+def cpu_ms_per(
+    usage: dict[str, Any], items: int, *, skip: tuple[str, ...] = ()
+) -> dict[str, float]:
+    """CPU ms each consumer of `cpu_usage` spent per item done in the phase (request, renewal)."""
+    return {name: round(cores * usage["seconds"] * 1000 / max(items, 1), 2)
+            for name, cores in usage["cores"].items() if name not in ("idle", *skip)}
+
+
+def wait_until(
+    done: Callable[[], bool], timeout: float, fleet: Fleet | None = None
+) -> float | None:
+    """Poll `done()` every 0.1 s (bounded; failing if a process of `fleet` died): the seconds
+    it took, or None when the time ran out."""
+    started = time.monotonic()
+    while not done():
+        if fleet is not None:
+            fleet.check_alive()
+        if time.monotonic() - started > timeout:
+            return None
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def clear_redis(url: str, *patterns: str) -> None:
+    """Delete the keys that match (a bench's own namespace: never anyone else's)."""
+    client = redis.Redis.from_url(url)
+    for pattern in patterns:
+        for key in client.scan_iter(pattern):
+            client.delete(key)
+    client.close()

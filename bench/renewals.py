@@ -129,7 +129,7 @@ def main() -> None:
     load_at_start = os.getloadavg()
     say(f"recreating database {DATABASE}; load average {load_at_start[0]:.2f}")
     drop_database(config.database_url)
-    clear_redis(config)
+    clear(config)
     ensure_database(config.database_url)
     migrate(config.database_url)
     engine = create_engine(config.database_url, pool_size=2)
@@ -141,7 +141,7 @@ def main() -> None:
             results.update(Bench(args, config, engine, logs).run())
     finally:
         engine.dispose()
-        clear_redis(config)
+        clear(config)
         if not args.keep:
             drop_database(config.database_url)
     results["machine"]["idle_cores_at_start"] = idle_at_start
@@ -295,7 +295,7 @@ class Bench:
         expected = math.ceil(self.n / self.config.renewal_message_size)
         assert due == 0 and messages == expected, (due, messages, expected)
         # Undo the claims: the next run, and the end-to-end phase, start from the same state.
-        clear_redis(self.config)
+        clear(self.config)
         self.unclaim("subscriptions")
         container.engine.dispose()
         client.close()
@@ -374,11 +374,7 @@ class Bench:
             "worker_peak_rss_mb": {str(pid): mb for pid, mb in peaks.items()},
             "worker_peak_rss_mb_max": max(peaks.values(), default=None),
             "cpu": cpu,
-            "cpu_ms_per_renewal": {
-                name: round(cores * cpu["seconds"] * 1000 / max(renewed, 1), 3)
-                for name, cores in cpu["cores"].items()
-                if name not in ("idle", "steal (hypervisor)")
-            },
+            "cpu_ms_per_renewal": procs.cpu_ms_per(cpu, renewed, skip=("steal (hypervisor)",)),
             "progress": [(round(t, 1), k) for t, k in progress[:: max(1, len(progress) // 60)]],
             **({"profile": self.profile_result} if self.args.profile else {}),
         }
@@ -620,11 +616,8 @@ def targets(r: dict[str, Any]) -> dict[str, bool]:
     }
 
 
-def clear_redis(config: Config) -> None:
-    client = redis.Redis.from_url(config.redis_url)
-    for key in client.scan_iter(f"{config.redis_namespace}-*"):
-        client.delete(key)
-    client.close()
+def clear(config: Config) -> None:
+    procs.clear_redis(config.redis_url, f"{config.redis_namespace}-*")
 
 
 def report(r: dict[str, Any]) -> str:

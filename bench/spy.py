@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +120,17 @@ def steps(
         "steps_pct": {label: round(100 * inside[label] / under, 1) for label in named},
         "leaf_pct": {label: round(100 * waiting[label] / under, 1) for label in leaves},
     }
+
+
+class Phase:
+    """py-spy on several process trees during one phase: start, then `finish` for each tree's
+    raw file (`name -> path`), those py-spy wrote (a process may have exited meanwhile)."""
+
+    def __init__(self, pids: dict[int, str], seconds: int, out: Callable[[str], Path]) -> None:
+        self.recording = {name: (record(pid, seconds, out(name)), out(name))
+                          for pid, name in pids.items()}
+
+    def finish(self, timeout: float = 120) -> dict[str, Path]:
+        for process, _ in self.recording.values():
+            process.wait(timeout=timeout)
+        return {name: raw for name, (_, raw) in self.recording.items() if raw.exists()}

@@ -93,3 +93,19 @@ def parse_plain(out: str) -> dict[str, Any]:
         "socket_errors": sum(int(n) for n in sockets.groups()) if sockets else 0,
         "latency_ms": {"p50": ms("50"), "p90": ms("90"), "p99": ms("99")},
     }
+
+
+def summary(data: dict[str, Any], ok: str) -> dict[str, Any]:
+    """A scripted run: `ok` answers per second, the error share, the statuses, latency."""
+    good = data["statuses"].get(ok, 0)
+    attempted = data["requests"] + sum(data["socket_errors"].values())
+    return {
+        "seconds": round(data["seconds"], 2),
+        "requests": data["requests"],
+        "ok": good,
+        "ok_per_s": round(good / data["seconds"], 1),
+        "error_rate": round(1 - good / attempted, 4) if attempted else 1.0,
+        "statuses": data["statuses"],
+        "socket_errors": data["socket_errors"],
+        "latency_ms": {k: round(v / 1000, 1) for k, v in data["latency_us"].items()},
+    }

@@ -190,8 +190,9 @@ class Cluster:
         _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.directory), "-l",
                      str(self.directory / "server.log"), "-w", "start")
 
-    def stop(self, *, check: bool = True) -> None:
-        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.directory), "-m", "immediate", "-w",
+    def stop(self, *, check: bool = True, mode: str = "immediate") -> None:
+        """`immediate` is a crash (recovery at the next start); `fast` ends every connection."""
+        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.directory), "-m", mode, "-w",
                      "stop", check=check)
 
     def freeze(self) -> None:

@@ -10,7 +10,6 @@ charged once, when the database is back.
 
 from __future__ import annotations
 
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,8 +20,8 @@ import pytest
 
 from app.config import Config
 from app.models.database import ensure_database, migrate
-from bench.procs import PostgresServer
 from tests.e2e.stack import Stack
+from tests.servers import Cluster, remove
 from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
@@ -34,21 +33,16 @@ STALE_SECONDS = 40
 
 
 @pytest.fixture()
-def own_postgres() -> Iterator[PostgresServer]:
-    # Not under pytest's tmp_path: user postgres cannot traverse /tmp/pytest-of-root.
-    with tempfile.TemporaryDirectory(prefix="se-outage-") as root:
-        server = PostgresServer(Path(root) / "pg")
-        server.init()
-        server.start()
-        try:
-            yield server
-        finally:
-            if server.running():
-                server.stop("immediate")
+def own_postgres() -> Iterator[Cluster]:
+    server = Cluster.primary()
+    try:
+        yield server
+    finally:
+        remove(server)
 
 
 @pytest.fixture()
-def outage_stack(config: Config, own_postgres: PostgresServer,
+def outage_stack(config: Config, own_postgres: Cluster,
                  tmp_path: Path) -> Iterator[Stack]:
     own = replace(config, database_url=own_postgres.url("se"), payment_lease_seconds=2,
                   reconcile_stale_seconds=STALE_SECONDS,
@@ -65,7 +59,7 @@ def outage_stack(config: Config, own_postgres: PostgresServer,
 
 
 def test_a_database_outage_longer_than_the_retries_fails_no_payment(
-    outage_stack: Stack, own_postgres: PostgresServer
+    outage_stack: Stack, own_postgres: Cluster
 ) -> None:
     stack = outage_stack
     client = stack.tenant("outage")
@@ -74,7 +68,7 @@ def test_a_database_outage_longer_than_the_retries_fails_no_payment(
     eventually(lambda: stack.scalar("SELECT count(*) FROM sandbox_charges WHERE payment_id = :p",
                                     p=payment_id) == 1, 30, what="the sandbox to charge")
     stack.db.dispose()
-    own_postgres.stop("fast")  # before the sandbox answers
+    own_postgres.stop(mode="fast")  # before the sandbox answers
     time.sleep(OUTAGE_SECONDS)  # the fault itself: how long the database stays down
     own_postgres.start()
     stack.check_alive()
