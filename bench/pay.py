@@ -119,7 +119,7 @@ def parse_args() -> argparse.Namespace:
     add("--connections", type=int, default=32, help="wrk connections")
     add("--max-seconds", type=int, default=10, help="each wrk run")
     add("--probe-seconds", type=float, default=8.0, help="each rate tried in the search")
-    add("--probes", type=int, default=4, help="rates tried at most")
+    add("--probes", type=int, default=5, help="rates tried at most")
     add("--sustain-seconds", type=float, default=60.0, help="the sustained run")
     add("--latency-seconds", type=float, default=15.0, help="the run at half that rate")
     add("--drain-seconds", type=float, default=60.0, help="wait for the fleet at most")
