@@ -112,6 +112,7 @@ class Poller:
             self.points.append((time.monotonic() - self._started, self.read()))
             self._stop.wait(self.interval)
 
+
 TICKS = os.sysconf("SC_CLK_TCK")
 OWN_DATABASE = "se_bench"
 
