@@ -14,7 +14,7 @@ from app.bootstrap import Container
 from app.models import ApiKey
 from app.services.tenants import hash_key
 from tests.integration.checks import assert_problem, rows
-from tests.support import Api
+from tests.support import Api, eventually
 
 PROTECTED = [
     ("GET", "/customers"),
@@ -71,6 +71,9 @@ def test_a_revoked_key_is_refused(api: Api, container: Container) -> None:
         )
         uow.commit()
     container.cache.invalidate_api_key(hash_key(api.test_key))  # as `keys revoke` does
+    # The app is another process than the revoker: within 2 seconds, as the contract says.
+    eventually(lambda: api.get("/customers").status_code == 401, 2.0,
+               what="the revoked key to be refused")
     assert_problem(api.get("/customers"), 401, "unauthorized")
     api.ok(api.get("/customers", key=api.live_key), 200)
 
