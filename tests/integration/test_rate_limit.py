@@ -73,3 +73,22 @@ def test_provider_webhooks_are_limited_per_client_address(config: Config) -> Non
     assert 0 < int(limited.headers["Retry-After"]) <= 61
     assert deliver("192.0.2.2").status_code == 200  # another address has its own budget
     assert client.get("/healthz").status_code == 200  # other public endpoints are not limited
+
+
+def test_a_tenant_with_several_limits_is_told_the_tightest(app: Flask) -> None:
+    """The headers report the limit in the smallest window until one is exhausted; the 429
+    reports the exhausted one, and no request over it reaches the view."""
+    api = Api.for_new_tenant(app, rate_limit="3/minute;50/hour")
+    seen = []
+    for _ in range(3):
+        response = api.get("/customers")
+        api.ok(response, 200)
+        seen.append((response.headers["RateLimit-Limit"],
+                     response.headers["RateLimit-Remaining"]))
+        assert 0 < int(response.headers["RateLimit-Reset"]) <= 61
+    assert seen == [("3", "2"), ("3", "1"), ("3", "0")]
+    limited = api.post("/customers", {"name": "A"})
+    assert_problem(limited, 429, "rate_limited")
+    assert limited.headers["RateLimit-Limit"] == "3"
+    assert limited.headers["RateLimit-Remaining"] == "0"
+    assert 0 < int(limited.headers["Retry-After"]) <= 61
