@@ -46,6 +46,8 @@ class Config:
     charge_min_backoff_ms: int = 1000
     charge_max_backoff_ms: int = 300_000
     payment_lease_seconds: int = 60
+    # One-time payments claimed, charged and settled together by one charge_payment message
+    charge_batch_size: int = 32
     dramatiq_heartbeat_timeout_ms: int = 60_000
     breaker_failure_threshold: int = 5
     breaker_recovery_seconds: int = 30

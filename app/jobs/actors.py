@@ -11,7 +11,7 @@ import dramatiq
 from app.bootstrap import QUEUES
 from app.clock import utcnow
 from app.jobs.runtime import container
-from app.providers.errors import ProviderRateLimited
+from app.providers.errors import ProviderRateLimited, TransientProviderError
 from app.services import charge, clocks, reconcile, refunds, renewals
 from app.services.clocks import advance
 
@@ -21,17 +21,31 @@ TENANT_BUSY_DELAY_MS = 1000
 
 @dramatiq.actor(on_retry_exhausted="payment_retries_exhausted")
 def charge_payment(payment_id: str) -> None:
-    """Charge one payment at its provider (at most once)."""
+    """Charge one payment at its provider (at most once), in one batch with up to
+    CHARGE_BATCH_SIZE - 1 other pending one-time payments: their own messages then find
+    them claimed and do nothing."""
     c = container()
-    try:
-        charge.charge_payment(
-            c.uow, c.providers, payment_id, lease_seconds=c.config.payment_lease_seconds
-        )
-    except ProviderRateLimited as exc:
-        delay = c.retry_after_ms(exc)
-        if delay is None:
-            raise
-        raise dramatiq.Retry(str(exc), delay=delay) from exc  # the provider's Retry-After
+    mates = charge.Mates(c.config.charge_batch_size - 1, c.config.reconcile_stale_seconds)
+    retry = charge.charge_payments(c.uow, c.providers, [payment_id], mates=mates,
+                                   lease_seconds=c.config.payment_lease_seconds)
+    for outcome in retry:  # a mate's: a message of its own retries it, as renewals' are
+        if outcome.payment_id != payment_id:
+            wait = _held_ms(charge.error_of(outcome)) or c.config.charge_min_backoff_ms
+            c.enqueue("charge_payment", outcome.payment_id, delay_ms=wait)
+    for outcome in retry:
+        if outcome.payment_id == payment_id:
+            error = charge.error_of(outcome)
+            delay = _held_ms(error)
+            if delay is None:
+                raise error
+            raise dramatiq.Retry(str(error), delay=delay) from error  # the provider's Retry-After
+
+
+def _held_ms(error: TransientProviderError) -> int | None:
+    """How long the provider asked us to wait (its Retry-After); None: the backoff decides."""
+    if isinstance(error, ProviderRateLimited):
+        return container().retry_after_ms(error)
+    return None
 
 
 @dramatiq.actor(queue_name="default")

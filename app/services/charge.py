@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import ColumnElement, Row, or_, select, true, update
+from sqlalchemy.orm import Session
 
 from app.billing.subscription_state import Status
 from app.clock import utcnow
@@ -87,16 +88,14 @@ class Outcome:
         return self.claim.request.payment_id
 
 
-def charge_payment(
-    uows: UnitOfWorkFactory, providers: ProviderRegistry, payment_id: str, *, lease_seconds: int
-) -> None:
-    """Claim, charge and settle one payment; a transient provider error propagates for retry
-    (ProviderRateLimited with the provider's Retry-After, when it gave one)."""
-    for outcome in charge_payments(uows, providers, [payment_id], lease_seconds=lease_seconds):
-        message = outcome.failure[1] if outcome.failure else "transient"
-        if outcome.retry_after is not None:
-            raise ProviderRateLimited(message, outcome.retry_after)
-        raise TransientProviderError(message)
+@dataclass(frozen=True)
+class Mates:
+    """Which other payments a claim takes along: up to `count` pending one-time payments,
+    of any tenant, made or touched in the last `fresh_seconds` (older ones are left to
+    reconciliation, whose re-drive makes them fresh again)."""
+
+    count: int
+    fresh_seconds: int
 
 
 def charge_payments(
@@ -105,9 +104,21 @@ def charge_payments(
     payment_ids: Sequence[str],
     *,
     lease_seconds: int,
+    mates: Mates | None = None,
 ) -> list[Outcome]:
-    """Claim, charge and settle payments; returns the outcomes a transient error left to retry."""
-    return charge_claimed(uows, providers, _claim(uows, payment_ids, lease_seconds))
+    """Claim, charge and settle these payments, together with `mates` (whose own messages
+    then find them claimed and do nothing); returns the outcomes a transient error left to
+    retry (`error_of` each)."""
+    return charge_claimed(uows, providers, _claim(uows, payment_ids, lease_seconds, mates))
+
+
+def error_of(outcome: Outcome) -> TransientProviderError:
+    """The transient error an outcome left to retry (ProviderRateLimited with the provider's
+    Retry-After, when it gave one)."""
+    message = outcome.failure[1] if outcome.failure else "transient"
+    if outcome.retry_after is not None:
+        return ProviderRateLimited(message, outcome.retry_after)
+    return TransientProviderError(message)
 
 
 def charge_claimed(
@@ -196,7 +207,8 @@ def give_up(uows: UnitOfWorkFactory, payment_id: str) -> None:
         _count_settled(payment.attempts[-1].provider, payment.livemode, "failed")
 
 
-def claim_of(payment: Payment, method: PaymentMethod, attempt: PaymentAttempt, *,
+def claim_of(payment: Payment | Row[Any], method: PaymentMethod | Row[Any],
+             attempt: PaymentAttempt, *,
              signing_up: bool = False, lease: Lease | None = None,
              resent: bool = False) -> Claim:
     """The provider request of one attempt; the same attempt always yields the same key.
@@ -222,43 +234,84 @@ def claim_of(payment: Payment, method: PaymentMethod, attempt: PaymentAttempt, *
                  subscription_id=payment.subscription_id, lease=lease, resent=resent)
 
 
-def _claim(uows: UnitOfWorkFactory, payment_ids: Sequence[str], lease_seconds: int) -> list[Claim]:
+def _claim(uows: UnitOfWorkFactory, payment_ids: Sequence[str], lease_seconds: int,
+           mates: Mates | None = None) -> list[Claim]:
+    """Claim these payments (waiting for a transaction that holds one), then up to
+    `mates.count` other fresh pending one-time payments that no transaction holds, and
+    record each one's attempt, in one transaction: the claiming statements themselves
+    return each payment with its method and last attempt."""
     now = utcnow()
     lease = Lease.new(lease_seconds)
     with uows() as uow:
         session = uow.session
-        claimed = list(
-            session.scalars(
-                update(Payment)
-                .where(
-                    Payment.id.in_(payment_ids),
-                    or_(
-                        Payment.status == PaymentStatus.PENDING,
-                        (Payment.status == PaymentStatus.PROCESSING)
-                        & or_(Payment.lease_until.is_(None), Payment.lease_until < now),
-                    ),
-                )
-                .values(
-                    status=PaymentStatus.PROCESSING,
-                    lease_until=now + timedelta(seconds=lease_seconds),
-                    lease_owner=lease.owner,
-                    updated_at=now,
-                )
-                .returning(Payment.id)
+        rows = _claimed(session, Payment.id.in_(payment_ids), lease, now)
+        if mates is not None and mates.count > 0:
+            # After the named ones, and SKIP LOCKED: a claim waits for a row only while it
+            # holds none, so two claims never wait for each other in a cycle.
+            others = (
+                select(Payment.id)
+                .where(Payment.status == PaymentStatus.PENDING,
+                       Payment.subscription_id.is_(None),
+                       Payment.updated_at > now - timedelta(seconds=mates.fresh_seconds))
+                .order_by(Payment.updated_at)
+                .limit(mates.count)
+                .with_for_update(skip_locked=True)
+                .cte("mates")
             )
-        )
-        if not claimed:
-            return []
-        payments = session.scalars(
-            select(Payment)
-            .where(Payment.id.in_(claimed))
-            .order_by(Payment.id)
-            .options(selectinload(Payment.attempts))
-            .execution_options(populate_existing=True)
-        ).all()
-        claims = _attempts(session, payments, _signing_up(session, payments), lease)
-        uow.commit()
+            rows += _claimed(session, Payment.id.in_(select(others.c.id)), lease, now)
+        claims = []
+        for row in rows:
+            last = None if row.number is None else PaymentAttempt(
+                number=row.number, status=row.attempt_status, provider=row.attempt_provider,
+                idempotency_key=row.idempotency_key, provider_reference=row.provider_reference)
+            attempt, resent = _current_attempt(session, row.id, last, row.method_provider.value,
+                                               now)
+            claims.append(claim_of(row, row, attempt, lease=lease, resent=resent,
+                                   signing_up=bool(row.signing_up)))
+        if claims:
+            uow.commit()
         return claims
+
+
+def _claimed(session: Session, which: ColumnElement[bool], lease: Lease,
+             now: datetime) -> list[Row[Any]]:
+    """Claim the payments `which` picks that nobody holds (pending, or processing with no
+    live lease), in one statement that returns each with its method and last attempt."""
+    claimed = (
+        update(Payment)
+        .where(which, or_(
+            Payment.status == PaymentStatus.PENDING,
+            (Payment.status == PaymentStatus.PROCESSING)
+            & or_(Payment.lease_until.is_(None), Payment.lease_until < now),
+        ))
+        .values(status=PaymentStatus.PROCESSING,
+                lease_until=now + timedelta(seconds=lease.seconds),
+                lease_owner=lease.owner, updated_at=now)
+        .returning(Payment.id, Payment.tenant_id, Payment.livemode, Payment.amount,
+                   Payment.currency, Payment.description, Payment.subscription_id,
+                   Payment.payment_method_id)
+        .cte("claimed")
+    )
+    last = (
+        select(PaymentAttempt.number, PaymentAttempt.status, PaymentAttempt.provider,
+               PaymentAttempt.idempotency_key, PaymentAttempt.provider_reference)
+        .where(PaymentAttempt.payment_id == claimed.c.id)
+        .order_by(PaymentAttempt.number.desc())
+        .limit(1)
+        .lateral("last")
+    )
+    return list(session.execute(
+        select(claimed, PaymentMethod.token, PaymentMethod.provider.label("method_provider"),
+               last.c.number, last.c.status.label("attempt_status"),
+               last.c.provider.label("attempt_provider"), last.c.idempotency_key,
+               last.c.provider_reference,
+               # The customer is there while the subscription signs up (see claim_of).
+               (Subscription.status == Status.INCOMPLETE).label("signing_up"))
+        .join(PaymentMethod, PaymentMethod.id == claimed.c.payment_method_id)
+        .outerjoin(last, true())
+        .outerjoin(Subscription, Subscription.id == claimed.c.subscription_id)
+        .order_by(claimed.c.id)
+    ))
 
 
 def claim_held(session: Session, payments: Sequence[Payment], lease_seconds: int) -> list[Claim]:
@@ -277,7 +330,7 @@ def claim_held(session: Session, payments: Sequence[Payment], lease_seconds: int
         payment.lease_owner = lease.owner
         payment.updated_at = now
     # Renewals, retries: the customer is not there.
-    return _attempts(session, pending, set(), lease)
+    return _attempts(session, pending, lease, now)
 
 
 def waiting_claims(session: Session, payments: Sequence[Payment]) -> list[Claim]:
@@ -305,50 +358,41 @@ def _by_id(payment: Payment) -> str:
     return payment.id
 
 
-def _attempts(
-    session: Session, payments: Sequence[Payment], signing_up: set[str | None], lease: Lease
-) -> list[Claim]:
+def _attempts(session: Session, payments: Sequence[Payment], lease: Lease,
+              now: datetime) -> list[Claim]:
     """The attempt to send for each claimed payment (recorded in this transaction)."""
     methods = _methods(session, payments)
     claims = []
     for payment in payments:
         method = methods[payment.payment_method_id]
-        attempt, resent = _current_attempt(session, payment, method.provider.value)
-        claims.append(claim_of(payment, method, attempt, lease=lease, resent=resent,
-                               signing_up=payment.subscription_id in signing_up))
+        last = payment.attempts[-1] if payment.attempts else None
+        attempt, resent = _current_attempt(session, payment.id, last, method.provider.value,
+                                           now)
+        if not resent:
+            payment.attempts.append(attempt)
+        claims.append(claim_of(payment, method, attempt, lease=lease, resent=resent))
     return claims
 
 
-def _signing_up(session: Session, payments: Sequence[Payment]) -> set[str | None]:
-    """Which of the payments' subscriptions are `incomplete`: their customer is there."""
-    ids = {p.subscription_id for p in payments if p.subscription_id is not None}
-    if not ids:
-        return set()
-    with session.no_autoflush:
-        return set(session.scalars(select(Subscription.id).where(
-            Subscription.id.in_(ids), Subscription.status == Status.INCOMPLETE)))
-
-
 def _current_attempt(
-    session: Session, payment: Payment, provider: str
+    session: Session, payment_id: str, last: PaymentAttempt | None, provider: str,
+    now: datetime,
 ) -> tuple[PaymentAttempt, bool]:
-    """The attempt left in flight by a crash or lost answer (True: sent before), else a new
-    one."""
-    last = payment.attempts[-1] if payment.attempts else None
+    """The payment's last attempt if a crash or lost answer left it in flight (True: sent
+    before), else a new one, recorded in this transaction (made `now`, when claimed)."""
     if last is not None and last.status in IN_FLIGHT:
         return last, True
     number = last.number + 1 if last else 1
     attempt = PaymentAttempt(
         id=new_id("att"),
-        payment_id=payment.id,
+        payment_id=payment_id,
         number=number,
         status=AttemptStatus.PROCESSING,
         provider=provider,
-        idempotency_key=f"{payment.id}:{number}",
-        created_at=utcnow(),
+        idempotency_key=f"{payment_id}:{number}",
+        created_at=now,
     )
     session.add(attempt)
-    payment.attempts.append(attempt)
     return attempt, False
 
 

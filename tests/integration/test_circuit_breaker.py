@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from app.bootstrap import Container
 from app.ids import new_id
 from app.providers.base import ChargeRequest, ChargeResult, PaymentProvider
-from app.providers.errors import PaymentDeclined, ProviderUnavailable, TransientProviderError
+from app.providers.errors import PaymentDeclined, ProviderUnavailable
 from app.providers.registry import ProviderRegistry
 from app.providers.sandbox import SandboxProvider
 from app.services import charge as charge_service
@@ -149,11 +149,8 @@ def pay_and_charge(merchant: Merchant, method: dict[str, Any],
     payment = api.ok(api.post("/pay", body, key=key,
                               headers={"Idempotency-Key": uuid.uuid4().hex}), 202)
     c = merchant.container
-    try:
-        charge_service.charge_payment(c.uow, c.providers, payment["id"],
-                                      lease_seconds=c.config.payment_lease_seconds)
-    except TransientProviderError:
-        pass
+    charge_service.charge_payments(c.uow, c.providers, [payment["id"]],
+                                   lease_seconds=c.config.payment_lease_seconds)
     return api.ok(api.get(f"/payments/{payment['id']}", key=key), 200)
 
 

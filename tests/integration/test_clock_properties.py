@@ -65,7 +65,7 @@ class Inline:
         while self.sent:
             actor, args = self.sent.pop(0)
             if actor == "charge_payment":
-                charge.charge_payment(self.uow, c.providers, args[0], lease_seconds=lease)
+                charge.charge_payments(self.uow, c.providers, args[:1], lease_seconds=lease)
             elif actor == "advance_test_clock":
                 advance.advance_clock(self.uow, c.providers, args[0], lease_seconds=lease)
             else:

@@ -19,7 +19,6 @@ from app.providers.base import ChargeRequest
 from app.providers.errors import (
     ProviderUnavailable,
     ProviderUnreachable,
-    TransientProviderError,
 )
 from app.services import charge
 from tests.sim.fixtures import TOKENS, Merchant, Sims, sim_config_for
@@ -38,11 +37,9 @@ def stripe_down(config: Config, sims: Sims) -> Container:
 
 
 def charge_with(container: Container, merchant: Merchant, payment_id: str) -> dict[str, Any]:
-    try:
-        charge.charge_payment(container.uow, container.providers, payment_id,
-                              lease_seconds=container.config.payment_lease_seconds)
-    except TransientProviderError:
-        pass  # the actor is retried
+    # A transient error leaves it processing: the actor is retried.
+    charge.charge_payments(container.uow, container.providers, [payment_id],
+                           lease_seconds=container.config.payment_lease_seconds)
     return merchant.payment(payment_id)
 
 

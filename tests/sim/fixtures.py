@@ -20,7 +20,6 @@ from flask import Flask
 from app.bootstrap import Container
 from app.config import Config
 from app.models import Payment
-from app.providers.errors import TransientProviderError
 from app.services import charge, reconcile
 from tests.sim.paypal_sim import PayPalSim
 from tests.sim.stripe_sim import StripeSim
@@ -113,11 +112,10 @@ class Merchant:
     def charge(self, payment_id: str) -> dict[str, Any]:
         """Run the worker's charge service once, in this process; the payment after it."""
         c = self.container
-        try:
-            charge.charge_payment(c.uow, c.providers, payment_id,
-                                  lease_seconds=c.config.payment_lease_seconds)
-        except TransientProviderError:
-            pass  # the actor would be retried; the caller decides when
+        # A transient error leaves it processing: the actor would be retried; the caller
+        # decides when.
+        charge.charge_payments(c.uow, c.providers, [payment_id],
+                               lease_seconds=c.config.payment_lease_seconds)
         return self.payment(payment_id)
 
     def reconcile(self, payment_id: str) -> dict[str, Any]:

@@ -1,0 +1,115 @@
+"""One-time payments are claimed, charged and settled in batches across messages.
+
+A `charge_payment` message claims its own payment and other fresh pending one-time payments
+of any tenant in one claim (one lease), charges them together and settles them together;
+their own messages then find nothing to do. Each payment is charged exactly once, and a
+mate that failed transiently is retried by a message of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from app.bootstrap import Container
+from app.config import Config
+from app.models import PaymentAttempt
+from app.services import charge
+from tests.conftest import start_worker
+from tests.support import Api
+
+MATES = charge.Mates(count=1000, fresh_seconds=30)
+
+
+@pytest.fixture(scope="module")
+def quiet_config(config: Config) -> Config:
+    """A broker namespace of this module's own: no worker takes its messages unless the
+    test starts one. Payments stay fresh (batchable) longer than the session's 1 s."""
+    return dataclasses.replace(config, redis_namespace=f"{config.redis_namespace}-batch",
+                               reconcile_stale_seconds=MATES.fresh_seconds)
+
+
+@pytest.fixture(scope="module")
+def quiet_app(quiet_config: Config) -> Flask:
+    from app.api import create_app
+
+    return create_app(quiet_config)
+
+
+def ledger(api: Api, payment_id: str) -> int:
+    """How many charges the sandbox made for one payment."""
+    return len(api.ok(api.get(f"/sandbox/charges?payment_id={payment_id}"), 200)["data"])
+
+
+def test_one_claim_takes_fresh_pending_payments_of_every_tenant_and_charges_each_once(
+    quiet_app: Flask,
+) -> None:
+    c: Container = quiet_app.extensions["container"]
+    tenants = [Api.for_new_tenant(quiet_app) for _ in range(2)]
+    made = [(api, api.pay()["id"]) for api in tenants for _ in range(3)]
+    ids = [payment_id for _, payment_id in made]
+
+    claims = charge._claim(c.uow, ids[:1], c.config.payment_lease_seconds, MATES)
+    claimed = {claim.request.payment_id for claim in claims}
+    assert set(ids) <= claimed, "one claim took every fresh pending payment"
+    assert len({claim.lease for claim in claims}) == 1
+    outcomes = charge.charge_claimed(c.uow, c.providers, claims)
+    assert not [o for o in outcomes if o.payment_id in ids]
+
+    for payment_id in ids:  # each one's own message, later: nothing left to do
+        assert charge.charge_payments(c.uow, c.providers, [payment_id], mates=MATES,
+                                      lease_seconds=c.config.payment_lease_seconds) == []
+    for api, payment_id in made:
+        payment = api.ok(api.get(f"/payments/{payment_id}"), 200)
+        assert payment["status"] == "succeeded"
+        assert [a["number"] for a in payment["attempts"]] == [1]
+        assert ledger(api, payment_id) == 1
+
+
+def test_a_mate_that_fails_transiently_is_left_for_a_retry_of_its_own(quiet_app: Flask) -> None:
+    c: Container = quiet_app.extensions["container"]
+    api = Api.for_new_tenant(quiet_app)
+    first, flaky = api.pay()["id"], api.pay("tok_error")["id"]
+
+    retry = charge.charge_payments(c.uow, c.providers, [first], mates=MATES,
+                                   lease_seconds=c.config.payment_lease_seconds)
+    assert [o.payment_id for o in retry if o.payment_id in (first, flaky)] == [flaky]
+    assert api.ok(api.get(f"/payments/{first}"), 200)["status"] == "succeeded"
+    payment = api.ok(api.get(f"/payments/{flaky}"), 200)
+    assert payment["status"] == "processing"  # nothing charged; its retry makes attempt 2
+    assert [a["status"] for a in payment["attempts"]] == ["failed"]
+    assert ledger(api, flaky) == 0
+
+
+@pytest.fixture()
+def quiet_worker(quiet_config: Config) -> Iterator[subprocess.Popen[bytes]]:
+    process = start_worker(quiet_config)
+    yield process
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_the_worker_charges_queued_payments_in_one_batch(
+    quiet_app: Flask, request: pytest.FixtureRequest
+) -> None:
+    api = Api.for_new_tenant(quiet_app)
+    ok = [api.pay()["id"] for _ in range(6)]
+    flaky = api.pay("tok_error")["id"]  # retried by messages of its own, then given up
+
+    request.getfixturevalue("quiet_worker")  # their messages wait in the queue until now
+    settled: list[dict[str, Any]] = [api.settled(payment_id, 30) for payment_id in ok]
+    assert {p["status"] for p in settled} == {"succeeded"}
+    assert all(ledger(api, payment_id) == 1 for payment_id in ok)
+    with quiet_app.extensions["container"].session_factory() as session:
+        claimed_at = set(session.scalars(  # an attempt is made when its payment is claimed
+            select(PaymentAttempt.created_at).where(PaymentAttempt.payment_id.in_(ok))))
+    assert len(claimed_at) < len(ok), "some were claimed together"
+    given_up = api.settled(flaky, 30)
+    assert (given_up["status"], given_up["failure_code"]) == ("failed", "provider_unavailable")
+    assert ledger(api, flaky) == 0
