@@ -13,13 +13,25 @@ says money moved wins.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, or_, select, true, update
+from sqlalchemy import (
+    BindParameter,
+    Row,
+    Select,
+    Table,
+    bindparam,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from app.billing.subscription_state import Status
@@ -28,6 +40,7 @@ from app.events import outbox
 from app.ids import new_id
 from app.models import (
     AttemptStatus,
+    Base,
     Payment,
     PaymentAttempt,
     PaymentMethod,
@@ -242,76 +255,98 @@ def _claim(uows: UnitOfWorkFactory, payment_ids: Sequence[str], lease_seconds: i
     return each payment with its method and last attempt."""
     now = utcnow()
     lease = Lease.new(lease_seconds)
+    values = {"ids": list(payment_ids), "now": now, "owner": lease.owner,
+              "until": now + timedelta(seconds=lease_seconds)}
     with uows() as uow:
-        session = uow.session
-        rows = _claimed(session, Payment.id.in_(payment_ids), lease, now)
+        connection = uow.session.connection()
+        rows = list(connection.execute(_claiming(mates=False), values))
         if mates is not None and mates.count > 0:
             # After the named ones, and SKIP LOCKED: a claim waits for a row only while it
             # holds none, so two claims never wait for each other in a cycle.
-            others = (
-                select(Payment.id)
-                .where(Payment.status == PaymentStatus.PENDING,
-                       Payment.subscription_id.is_(None),
-                       Payment.updated_at > now - timedelta(seconds=mates.fresh_seconds))
-                .order_by(Payment.updated_at)
-                .limit(mates.count)
-                .with_for_update(skip_locked=True)
-                .cte("mates")
-            )
-            rows += _claimed(session, Payment.id.in_(select(others.c.id)), lease, now)
-        claims = []
+            rows += connection.execute(_claiming(mates=True), {
+                **values, "count": mates.count,
+                "fresh": now - timedelta(seconds=mates.fresh_seconds)})
+        claims, attempts = [], []
         for row in rows:
             last = None if row.number is None else PaymentAttempt(
                 number=row.number, status=row.attempt_status, provider=row.attempt_provider,
                 idempotency_key=row.idempotency_key, provider_reference=row.provider_reference)
-            attempt, resent = _current_attempt(session, row.id, last, row.method_provider.value,
-                                               now)
+            attempt, resent = _current_attempt(row.id, last, row.method_provider.value, now)
+            if not resent:
+                attempts.append({column: getattr(attempt, column) for column in _NEW_ATTEMPT})
             claims.append(claim_of(row, row, attempt, lease=lease, resent=resent,
                                    signing_up=bool(row.signing_up)))
+        if attempts:
+            connection.execute(insert(_table(PaymentAttempt)), attempts)
         if claims:
             uow.commit()
         return claims
 
 
-def _claimed(session: Session, which: ColumnElement[bool], lease: Lease,
-             now: datetime) -> list[Row[Any]]:
-    """Claim the payments `which` picks that nobody holds (pending, or processing with no
-    live lease), in one statement that returns each with its method and last attempt."""
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+_NEW_ATTEMPT = ("id", "payment_id", "number", "status", "provider", "idempotency_key",
+                "created_at", "updated_at")
+
+
+@functools.cache
+def _claiming(*, mates: bool) -> Select[Any]:
+    """The statement that claims the payments named (`ids`), or, with `mates`, up to `count`
+    pending one-time payments touched since `fresh` that no transaction holds, for the lease
+    `owner` until `until`; it returns each with its method and last attempt. Built once:
+    building and hashing it took as long as running it."""
+    payments, attempts = _table(Payment).c, _table(PaymentAttempt).c
+    now: BindParameter[datetime] = bindparam("now")
+    if mates:
+        which = payments.id.in_(
+            select(payments.id)
+            .where(payments.status == PaymentStatus.PENDING,
+                   payments.subscription_id.is_(None), payments.updated_at > bindparam("fresh"))
+            .order_by(payments.updated_at)
+            .limit(bindparam("count"))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+    else:
+        which = payments.id.in_(bindparam("ids", expanding=True))
     claimed = (
-        update(Payment)
+        update(_table(Payment))
         .where(which, or_(
-            Payment.status == PaymentStatus.PENDING,
-            (Payment.status == PaymentStatus.PROCESSING)
-            & or_(Payment.lease_until.is_(None), Payment.lease_until < now),
+            payments.status == PaymentStatus.PENDING,
+            (payments.status == PaymentStatus.PROCESSING)
+            & or_(payments.lease_until.is_(None), payments.lease_until < now),
         ))
-        .values(status=PaymentStatus.PROCESSING,
-                lease_until=now + timedelta(seconds=lease.seconds),
-                lease_owner=lease.owner, updated_at=now)
-        .returning(Payment.id, Payment.tenant_id, Payment.livemode, Payment.amount,
-                   Payment.currency, Payment.description, Payment.subscription_id,
-                   Payment.payment_method_id)
+        .values(status=PaymentStatus.PROCESSING, lease_until=bindparam("until"),
+                lease_owner=bindparam("owner"), updated_at=now)
+        .returning(payments.id, payments.tenant_id, payments.livemode, payments.amount,
+                   payments.currency, payments.description, payments.subscription_id,
+                   payments.payment_method_id)
         .cte("claimed")
     )
     last = (
-        select(PaymentAttempt.number, PaymentAttempt.status, PaymentAttempt.provider,
-               PaymentAttempt.idempotency_key, PaymentAttempt.provider_reference)
-        .where(PaymentAttempt.payment_id == claimed.c.id)
-        .order_by(PaymentAttempt.number.desc())
+        select(attempts.number, attempts.status, attempts.provider, attempts.idempotency_key,
+               attempts.provider_reference)
+        .where(attempts.payment_id == claimed.c.id)
+        .order_by(attempts.number.desc())
         .limit(1)
         .lateral("last")
     )
-    return list(session.execute(
-        select(claimed, PaymentMethod.token, PaymentMethod.provider.label("method_provider"),
+    methods, subscriptions = _table(PaymentMethod).c, _table(Subscription).c
+    return (
+        select(claimed, methods.token, methods.provider.label("method_provider"),
                last.c.number, last.c.status.label("attempt_status"),
                last.c.provider.label("attempt_provider"), last.c.idempotency_key,
                last.c.provider_reference,
                # The customer is there while the subscription signs up (see claim_of).
-               (Subscription.status == Status.INCOMPLETE).label("signing_up"))
-        .join(PaymentMethod, PaymentMethod.id == claimed.c.payment_method_id)
+               (subscriptions.status == Status.INCOMPLETE).label("signing_up"))
+        .select_from(claimed)
+        .join(_table(PaymentMethod), methods.id == claimed.c.payment_method_id)
         .outerjoin(last, true())
-        .outerjoin(Subscription, Subscription.id == claimed.c.subscription_id)
+        .outerjoin(_table(Subscription), subscriptions.id == claimed.c.subscription_id)
         .order_by(claimed.c.id)
-    ))
+    )
 
 
 def claim_held(session: Session, payments: Sequence[Payment], lease_seconds: int) -> list[Claim]:
@@ -366,8 +401,7 @@ def _attempts(session: Session, payments: Sequence[Payment], lease: Lease,
     for payment in payments:
         method = methods[payment.payment_method_id]
         last = payment.attempts[-1] if payment.attempts else None
-        attempt, resent = _current_attempt(session, payment.id, last, method.provider.value,
-                                           now)
+        attempt, resent = _current_attempt(payment.id, last, method.provider.value, now)
         if not resent:
             payment.attempts.append(attempt)
         claims.append(claim_of(payment, method, attempt, lease=lease, resent=resent))
@@ -375,11 +409,10 @@ def _attempts(session: Session, payments: Sequence[Payment], lease: Lease,
 
 
 def _current_attempt(
-    session: Session, payment_id: str, last: PaymentAttempt | None, provider: str,
-    now: datetime,
+    payment_id: str, last: PaymentAttempt | None, provider: str, now: datetime
 ) -> tuple[PaymentAttempt, bool]:
     """The payment's last attempt if a crash or lost answer left it in flight (True: sent
-    before), else a new one, recorded in this transaction (made `now`, when claimed)."""
+    before), else a new one for the caller to record (made `now`, when claimed)."""
     if last is not None and last.status in IN_FLIGHT:
         return last, True
     number = last.number + 1 if last else 1
@@ -391,8 +424,8 @@ def _current_attempt(
         provider=provider,
         idempotency_key=f"{payment_id}:{number}",
         created_at=now,
+        updated_at=now,
     )
-    session.add(attempt)
     return attempt, False
 
 
