@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -103,9 +104,10 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Mates:
-    """Which other payments a claim takes along: up to `count` pending one-time payments,
-    of any tenant, made or touched in the last `fresh_seconds` (older ones are left to
-    reconciliation, whose re-drive makes them fresh again)."""
+    """Which other payments a claim takes along: up to `count` pending one-time payments
+    of any tenant in the same mode (live or test), made or touched in the last
+    `fresh_seconds` (older ones are left to reconciliation, whose re-drive makes them fresh
+    again)."""
 
     count: int
     fresh_seconds: int
@@ -294,16 +296,21 @@ _NEW_ATTEMPT = ("id", "payment_id", "number", "status", "provider", "idempotency
 @functools.cache
 def _claiming(*, mates: bool) -> Select[Any]:
     """The statement that claims the payments named (`ids`), or, with `mates`, up to `count`
-    pending one-time payments touched since `fresh` that no transaction holds, for the lease
+    pending one-time payments in their mode touched since `fresh` that no transaction holds,
+    for the lease
     `owner` until `until`; it returns each with its method and last attempt. Built once:
     building and hashing it took as long as running it."""
     payments, attempts = _table(Payment).c, _table(PaymentAttempt).c
     now: BindParameter[datetime] = bindparam("now")
     if mates:
+        named = _table(Payment).alias("named")
         which = payments.id.in_(
             select(payments.id)
             .where(payments.status == PaymentStatus.PENDING,
-                   payments.subscription_id.is_(None), payments.updated_at > bindparam("fresh"))
+                   payments.subscription_id.is_(None), payments.updated_at > bindparam("fresh"),
+                   # Test traffic never rides with live payments, nor waits for them.
+                   payments.livemode.in_(select(named.c.livemode).where(
+                       named.c.id.in_(bindparam("ids", expanding=True)))))
             .order_by(payments.updated_at)
             .limit(bindparam("count"))
             .with_for_update(skip_locked=True)
@@ -430,19 +437,25 @@ def _current_attempt(
 
 
 def _call_all(providers: ProviderRegistry, claims: Sequence[Claim]) -> list[Outcome]:
-    """Send the claims to their providers, one batch per provider, tenant and mode."""
+    """Send the claims to their providers, one batch per provider, tenant and mode, the
+    batches at once: one provider's slowness does not hold back another's calls."""
     batches: dict[tuple[str, str, bool], list[int]] = {}
     for index, claim in enumerate(claims):
         request = claim.request
         batches.setdefault((claim.provider, request.tenant_id, request.livemode), []
                            ).append(index)
-    outcomes: list[Outcome | None] = [None] * len(claims)
-    for (provider, tenant_id, livemode), indexes in batches.items():
+
+    def send(batch: tuple[tuple[str, str, bool], list[int]]) -> list[Outcome]:
+        (provider, tenant_id, livemode), indexes = batch
         results = providers.charge_many(provider, tenant_id, livemode,
                                         [claims[i].request for i in indexes])
-        for index, result in zip(indexes, results, strict=True):
-            outcomes[index] = _outcome_of(claims[index], result)
-    return [outcome for outcome in outcomes if outcome is not None]
+        return [_outcome_of(claims[i], result)
+                for i, result in zip(indexes, results, strict=True)]
+
+    if len(batches) < 2:
+        return [outcome for batch in batches.items() for outcome in send(batch)]
+    with ThreadPoolExecutor(len(batches), "provider-batch") as pool:
+        return [outcome for sent in pool.map(send, batches.items()) for outcome in sent]
 
 
 def _outcome_of(claim: Claim, result: ChargeResult | ProviderError) -> Outcome:

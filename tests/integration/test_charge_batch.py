@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.bootstrap import Container
 from app.config import Config
-from app.models import PaymentAttempt
+from app.models import Payment, PaymentAttempt
 from app.services import charge
 from tests.conftest import start_worker
 from tests.support import Api
@@ -47,6 +47,13 @@ def ledger(api: Api, payment_id: str) -> int:
     return len(api.ok(api.get(f"/sandbox/charges?payment_id={payment_id}"), 200)["data"])
 
 
+def set_livemode(c: Container, payment_id: str, livemode: bool) -> None:
+    with c.uow() as uow:
+        uow.session.execute(update(Payment).where(Payment.id == payment_id)
+                            .values(livemode=livemode))
+        uow.commit()
+
+
 def test_one_claim_takes_fresh_pending_payments_of_every_tenant_and_charges_each_once(
     quiet_app: Flask,
 ) -> None:
@@ -55,14 +62,20 @@ def test_one_claim_takes_fresh_pending_payments_of_every_tenant_and_charges_each
     made = [(api, api.pay()["id"]) for api in tenants for _ in range(3)]
     ids = [payment_id for _, payment_id in made]
 
+    live = tenants[0].pay()["id"]
+    set_livemode(c, live, True)  # as a live payment would be: not taken along with test ones
+
     claims = charge._claim(c.uow, ids[:1], c.config.payment_lease_seconds, MATES)
     claimed = {claim.request.payment_id for claim in claims}
     assert set(ids) <= claimed, "one claim took every fresh pending payment"
+    assert live not in claimed
     assert len({claim.lease for claim in claims}) == 1
     outcomes = charge.charge_claimed(c.uow, c.providers, claims)
     assert not [o for o in outcomes if o.payment_id in ids]
 
-    for payment_id in ids:  # each one's own message, later: nothing left to do
+    set_livemode(c, live, False)  # its own message charges it
+    made.append((tenants[0], live))
+    for _, payment_id in made:  # each one's own message, later: nothing else to do
         assert charge.charge_payments(c.uow, c.providers, [payment_id], mates=MATES,
                                       lease_seconds=c.config.payment_lease_seconds) == []
     for api, payment_id in made:
