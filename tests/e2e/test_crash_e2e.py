@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from tests.e2e.stack import Client, Stack
 from tests.support import eventually
@@ -80,6 +83,20 @@ def _in_flight(stack: Stack, tenant_id: str) -> tuple[set[str], set[str]]:
     return {r[0] for r in rows if r[1] == 0}, {r[0] for r in rows if r[1] > 0}
 
 
+@contextmanager
+def _ledger_held(stack: Stack) -> Iterator[None]:
+    """Keep the sandbox from recording charges (reads go on) while the block runs, as a
+    provider that has not charged yet: a charge waits, and one killed meanwhile never lands."""
+    engine = create_engine(stack.config.database_url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("LOCK TABLE sandbox_charges IN EXCLUSIVE MODE"))
+            yield
+            connection.rollback()
+    finally:
+        engine.dispose()
+
+
 def _await_new_in_flight(stack: Stack, tenant_id: str, *, after_charge: bool,
                          seen: set[str]) -> None:
     """Wait until the running fleet has a payment in flight that no earlier kill left."""
@@ -103,11 +120,13 @@ def test_worker_killed_mid_charge_is_finished_by_another_worker_charged_once(
     for round_ in range(ROUNDS):
         round_started = time.monotonic()
         payment_ids += _pay_many(client, PER_ROUND)
-        own_stack.start("worker")
-        # Round 1 aims right after a claim, later rounds right after a charge.
-        _await_new_in_flight(own_stack, client.tenant_id, after_charge=round_ > 0,
-                             seen=charged if round_ else claimed)
-        own_stack.kill("worker")
+        # Round 1 aims right after a claim (the sandbox's ledger held: a batch claims, commits,
+        # and waits to charge), later rounds right after a charge.
+        with _ledger_held(own_stack) if round_ == 0 else nullcontext():
+            own_stack.start("worker")
+            _await_new_in_flight(own_stack, client.tenant_id, after_charge=round_ > 0,
+                                 seen=charged if round_ else claimed)
+            own_stack.kill("worker")
         now_claimed, now_charged = _in_flight(own_stack, client.tenant_id)
         claimed |= now_claimed
         charged |= now_charged
