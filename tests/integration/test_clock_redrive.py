@@ -12,13 +12,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import update
 
 from app.bootstrap import Container
-from app.models import ClockStatus, TestClock
+from app.models import ClockStatus, Payment, PaymentStatus, Provider, TestClock
 from app.models.uow import UnitOfWork
 from app.scheduler.runner import reconcile_job
-from app.services import clocks
+from app.services import clocks, customers, plans, subscriptions
+from app.services.clocks import advance
 from app.services.scope import Scope
 from app.services.tenants import create_tenant
 from tests.support import eventually
@@ -85,3 +87,50 @@ def test_a_tenant_drives_at_most_its_slots_of_clocks_at_once(container: Containe
             assert other is clocks.Drive.MINE
     with clocks.driving(container.engine, second, tenant_slots=1) as after:
         assert after is clocks.Drive.MINE, "the slot is free once the first clock is done"
+
+
+def test_an_advance_waiting_for_its_retry_is_not_driven_again(container: Container) -> None:
+    """An advance stopped by a payment another worker is charging (ClockUnsettled) is run
+    again by Dramatiq's retry; the scheduler must not start a second driver meanwhile, whose
+    own retries (and a fresh advance after they run out) would charge the clock's payments
+    beside the first's, each stopped advance adding one more (20 attempts for a payment whose
+    policy allows 6, measured)."""
+    sent: list[Any] = []
+
+    def unsent() -> UnitOfWork:
+        return UnitOfWork(container.session_factory, lambda *a, **k: sent.append(a))
+
+    def do(action: Any) -> Any:
+        with unsent() as uow:
+            done = action(uow)
+            uow.commit()
+            return done
+
+    scope = Scope(do(lambda u: create_tenant(u, f"redrive-{uuid.uuid4().hex[:8]}")).tenant_id,
+                  False)
+    clock_id = do(lambda u: clocks.create_clock(u, scope, START)).id
+    customer = do(lambda u: customers.create_customer(u, scope, email=None, name=None,
+                                                      metadata={}, test_clock_id=clock_id))
+    method = do(lambda u: customers.attach_payment_method(
+        u, container.providers, scope, customer.id, provider=Provider.SANDBOX, token="tok_ok"))
+    plan = do(lambda u: plans.create_plan(u, scope, code="monthly", name="Monthly", amount=1000,
+                                          currency="usd", interval="month", interval_count=1,
+                                          trial_days=0))
+    sub = do(lambda u: subscriptions.create_subscription(
+        u, scope, customer_id=customer.id, plan_id=plan.id, payment_method_id=method.id,
+        trial_days=None, metadata={}))
+    do(lambda u: clocks.start_advance(u, scope, clock_id, START + timedelta(days=40)))
+    with container.uow() as uow:  # its first payment is being charged by another worker
+        uow.session.execute(update(Payment).where(Payment.subscription_id == sub.id).values(
+            status=PaymentStatus.PROCESSING, lease_until=datetime.now(UTC) + timedelta(hours=1)))
+        uow.session.execute(update(TestClock).where(TestClock.id == clock_id)  # long advancing
+                            .values(updated_at=TestClock.updated_at - timedelta(hours=1)))
+        uow.commit()
+    with pytest.raises(advance.ClockUnsettled):
+        advance.advance_clock(unsent, container.providers, clock_id, lease_seconds=60)
+    sent.clear()
+
+    with unsent() as uow:  # other tests' clocks may be stalled: only this one matters
+        clocks.redrive_stalled(uow, stale_seconds=60, batch=10_000)
+        uow.commit()
+    assert ("advance_test_clock", clock_id) not in sent

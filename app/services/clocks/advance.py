@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from app.clock import utcnow
 from app.models import ClockStatus, Payment, PaymentStatus, Subscription, TestClock
 from app.models.uow import UnitOfWorkFactory
 from app.providers.registry import ProviderRegistry
@@ -39,8 +40,22 @@ def advance_clock(
     The clock turns ready only once every payment of its subscriptions is settled (or waits
     on the customer): each run charges the open ones once and reconciles the `unknown` ones,
     and raises ClockUnsettled while any stays open; when the retries run out, `give_up`
-    fails them as real time would.
+    fails them as real time would. A stopped advance marks the clock as just driven, so the
+    scheduler does not send a second advance (`clocks.redrive_stalled`) while its retry waits.
     """
+    try:
+        return _advance(uows, providers, clock_id, lease_seconds)
+    except ClockUnsettled:
+        with uows() as uow:
+            uow.session.execute(update(TestClock).where(TestClock.id == clock_id)
+                                .values(updated_at=utcnow()))
+            uow.commit()
+        raise
+
+
+def _advance(
+    uows: UnitOfWorkFactory, providers: ProviderRegistry, clock_id: str, lease_seconds: int
+) -> int:
     with uows() as uow:
         clock = uow.session.get_one(TestClock, clock_id)
         until = clock.frozen_time
