@@ -304,7 +304,10 @@ def _claiming(*, mates: bool) -> Select[Any]:
     now: BindParameter[datetime] = bindparam("now")
     if mates:
         named = _table(Payment).alias("named")
-        which = payments.id.in_(
+        # Materialized: run once. As a subquery of the UPDATE, PostgreSQL may run it again
+        # for each row (a rescan), and each run, skipping the rows the last one locked, takes
+        # `count` more (bench/pay.py saw one claim take 195, then wait out the lock timeout).
+        chosen = (
             select(payments.id)
             .where(payments.status == PaymentStatus.PENDING,
                    payments.subscription_id.is_(None), payments.updated_at > bindparam("fresh"),
@@ -314,8 +317,10 @@ def _claiming(*, mates: bool) -> Select[Any]:
             .order_by(payments.updated_at)
             .limit(bindparam("count"))
             .with_for_update(skip_locked=True)
-            .scalar_subquery()
+            .cte("mates")
+            .prefix_with("MATERIALIZED")
         )
+        which = payments.id.in_(select(chosen.c.id))
     else:
         which = payments.id.in_(bindparam("ids", expanding=True))
     claimed = (

@@ -126,3 +126,18 @@ def test_the_worker_charges_queued_payments_in_one_batch(
     given_up = api.settled(flaky, 30)
     assert (given_up["status"], given_up["failure_code"]) == ("failed", "provider_unavailable")
     assert ledger(api, flaky) == 0
+
+
+def test_a_claim_takes_no_more_mates_than_its_count(quiet_app: Flask) -> None:
+    c: Container = quiet_app.extensions["container"]
+    api = Api.for_new_tenant(quiet_app, rate_limit="10000/second")
+    ids = [api.pay()["id"] for _ in range(40)]
+
+    claims = charge._claim(c.uow, ids[:1], c.config.payment_lease_seconds,
+                           charge.Mates(count=3, fresh_seconds=MATES.fresh_seconds))
+    assert len(claims) == 4
+    assert charge.charge_claimed(c.uow, c.providers, claims) == []
+    for payment_id in ids:  # the rest, by their own messages
+        charge.charge_payments(c.uow, c.providers, [payment_id], mates=MATES,
+                               lease_seconds=c.config.payment_lease_seconds)
+    assert all(ledger(api, payment_id) == 1 for payment_id in ids)
