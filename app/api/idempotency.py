@@ -67,8 +67,8 @@ def run(view: Callable[[], ViewResult], *, required: bool, fingerprint: str) -> 
         return replay
     result = view()
     body, status, *rest = result
-    idempotency.store(uow.session, scope, key, fingerprint=fingerprint, status=status,
-                      body=body, headers=rest[0] if rest else {})
+    idempotency.store(uow, scope, key, fingerprint=fingerprint, status=status, body=body,
+                      headers=rest[0] if rest else {})
     response = json_response(result)
     uow.commit()
     return response

@@ -2,7 +2,7 @@
 
 `record` renders the event at once (the object as it is now) and keeps the row on the
 session; every row the transaction recorded is inserted in one statement just before it
-commits (`UnitOfWork.commit` calls `flush`), in the order recorded, and dropped if it rolls
+commits (`UnitOfWork.flush` takes them), in the order recorded, and dropped if it rolls
 back. (An ORM object per event, flushed one by one, was a third of a renewal's CPU in
 bench/renewals.py.)
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, inspect
+from sqlalchemy import Table, inspect
 from sqlalchemy.orm import Session
 
 from app import render
@@ -72,20 +72,14 @@ def record(
 
 
 _PENDING = "outbox_pending"
-_INSERT = insert(cast(Table, OutboxEvent.__table__))
+TABLE = cast(Table, OutboxEvent.__table__)
 
 
-def flush(session: Session) -> None:
-    """Insert the events recorded so far, in the caller's transaction (UnitOfWork.commit
-    runs it just before committing)."""
-    rows = session.info.pop(_PENDING, None)
-    if rows:
-        session.execute(_INSERT, rows)
-
-
-def discard(session: Session) -> None:
-    """Forget the events recorded so far (their transaction rolled back)."""
-    session.info.pop(_PENDING, None)
+def take(session: Session) -> list[dict[str, Any]]:
+    """The rows of the events recorded so far, forgotten here: UnitOfWork.flush inserts
+    them just before committing, or drops them when the transaction rolls back."""
+    rows: list[dict[str, Any]] = session.info.pop(_PENDING, [])
+    return rows
 
 
 def record_payment(session: Session, event_type: str, payment: Payment) -> str:

@@ -29,7 +29,7 @@ from app.models import (
 )
 from app.services import locks
 from app.services.clocks import now_for
-from app.services.payments import new_payment
+from app.services.payments import pending_payment
 from app.telemetry import metrics
 
 DueKind = Literal["trial_will_end", "trial_end", "renew", "cancel", "retry", "expire"]
@@ -135,8 +135,7 @@ def subscription_payment(
     *, period_start: datetime | None = None, description: str | None = None,
 ) -> Payment:
     """A pending payment of the subscription's customer with its payment method."""
-    return new_payment(
-        session,
+    payment = pending_payment(
         tenant_id=sub.tenant_id,
         livemode=sub.livemode,
         customer_id=sub.customer_id,
@@ -148,6 +147,9 @@ def subscription_payment(
         period_start=period_start,
         description=description,
     )
+    session.add(payment)
+    outbox.record_payment(session, "payment.created", payment)
+    return payment
 
 
 def _expire_if_unpaid(session: Session, sub: Subscription, at: datetime) -> Payment | None:

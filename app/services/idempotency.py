@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import IdempotencyKey
+from app.models.uow import UnitOfWork
 from app.services.scope import Scope
 
 
@@ -23,10 +24,11 @@ def stored(session: Session, scope: Scope, key: str) -> IdempotencyKey | None:
     return session.get(IdempotencyKey, (scope.tenant_id, scope.livemode, key))
 
 
-def store(session: Session, scope: Scope, key: str, *, fingerprint: str, status: int,
+def store(uow: UnitOfWork, scope: Scope, key: str, *, fingerprint: str, status: int,
           body: dict[str, Any], headers: dict[str, str]) -> None:
-    """Keep a response for replays, in the transaction that did the work."""
-    session.add(IdempotencyKey(
+    """Keep a response for replays, written by the commit of the transaction that did the
+    work (in its one statement with the work's new objects and events)."""
+    uow.insert(IdempotencyKey(
         tenant_id=scope.tenant_id, livemode=scope.livemode, key=key, request_hash=fingerprint,
         status_code=status, response_body=body, response_headers=headers,
     ))

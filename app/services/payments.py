@@ -46,11 +46,13 @@ def create_payment(
         scope.get(uow.session, Customer, customer_id)  # implies the customer; else say which
         scope.get(uow.session, PaymentMethod, payment_method_id)
         raise Invalid("payment_method_id", "This payment method belongs to another customer.")
-    payment = new_payment(
-        uow.session, tenant_id=scope.tenant_id, livemode=scope.livemode,
-        customer_id=customer_id, payment_method_id=payment_method_id, amount=amount,
-        currency=currency, description=description, metadata=metadata,
+    payment = pending_payment(
+        tenant_id=scope.tenant_id, livemode=scope.livemode, customer_id=customer_id,
+        payment_method_id=payment_method_id, amount=amount, currency=currency,
+        description=description, metadata=metadata,
     )
+    uow.insert(payment)  # at the commit, in one statement with its event (and Idempotency-Key)
+    outbox.record_payment(uow.session, "payment.created", payment)
     uow.enqueue("charge_payment", payment.id)
     return payment
 
@@ -61,8 +63,7 @@ def _method_owner(session: Session, scope: Scope, method_id: str) -> dict[str, A
     return None if customer_id is None else {"customer_id": customer_id}
 
 
-def new_payment(
-    session: Session,
+def pending_payment(
     *,
     tenant_id: str,
     livemode: bool,
@@ -76,12 +77,13 @@ def new_payment(
     description: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Payment:
-    """Add a pending payment with its `payment.created` event (charging is the caller's).
+    """A new pending payment, for the caller to add with its `payment.created` event (and to
+    charge).
 
     Every column is set here, so nothing needs a flush: many payments go in one batch.
     """
     now = utcnow()
-    payment = Payment(
+    return Payment(
         id=new_id("pay"),
         tenant_id=tenant_id,
         livemode=livemode,
@@ -100,9 +102,6 @@ def new_payment(
         created_at=now,
         updated_at=now,
     )
-    session.add(payment)
-    outbox.record_payment(session, "payment.created", payment)
-    return payment
 
 
 def create_refund(

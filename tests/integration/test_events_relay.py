@@ -116,7 +116,7 @@ def test_a_row_committed_after_a_higher_id_is_not_skipped(
         early_id = outbox.record(slow.session, "subscription.created",
                                  subscription_object(customer["id"], "incomplete"),
                                  tenant_id=api.tenant_id, livemode=False)
-        outbox.flush(slow.session)  # inserted: it takes the lower id, stays uncommitted
+        slow.flush()  # inserted: it takes the lower id, stays uncommitted
         late_id = record(container, "subscription.created",
                          subscription_object(customer["id"], "incomplete"), api.tenant_id)
         collector.wait_for({late_id})

@@ -1,11 +1,19 @@
-"""The unit of work sends what a transaction enqueued only after that transaction commits."""
+"""The unit of work sends what a transaction enqueued only after that transaction commits,
+and writes the objects it was given to insert with that commit, or not at all."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+
+from app import render
 from app.bootstrap import Container
+from app.events import outbox
+from app.models import OutboxEvent, Payment
 from app.models.uow import UnitOfWork
+from app.services.payments import pending_payment
+from tests.support import Api
 
 
 class Sent:
@@ -40,3 +48,34 @@ def test_a_rolled_back_transaction_sends_nothing(container: Container) -> None:
         uow.rollback()
         uow.commit()
     assert sent.messages == []
+
+
+def test_inserted_objects_are_written_by_the_commit_with_their_events_or_not_at_all(
+    api: Api, container: Container
+) -> None:
+    customer = api.customer()
+    method = api.payment_method(customer["id"])
+
+    def record(commit: bool, **fields: Any) -> Payment:
+        with container.uow() as uow:
+            payment = pending_payment(
+                tenant_id=api.tenant_id, livemode=False, customer_id=customer["id"],
+                payment_method_id=method["id"], amount=1200, currency="eur", **fields)
+            uow.insert(payment)
+            outbox.record_payment(uow.session, "payment.created", payment)
+            outbox.record_payment(uow.session, "payment.created", payment)  # two rows, in order
+            if commit:
+                uow.commit()
+        return payment
+
+    dropped = record(False)
+    kept = record(True, description="kept", metadata={"k": "v"})
+    with container.session_factory() as session:
+        found = {p.id: render.payment(p) for p in session.scalars(
+            select(Payment).where(Payment.id.in_([dropped.id, kept.id])))}
+        events = session.execute(select(OutboxEvent.key, OutboxEvent.payload).where(
+            OutboxEvent.key.in_([dropped.id, kept.id])).order_by(OutboxEvent.id)).all()
+    assert found == {kept.id: render.payment(kept)}
+    assert [(key, payload["data"]["object"]) for key, payload in events] == [
+        (kept.id, found[kept.id])] * 2
+    assert events[0].payload["id"] != events[1].payload["id"]
