@@ -24,7 +24,6 @@ from app.providers.errors import ProviderRateLimited, TransientProviderError
 from app.providers.registry import ProviderRegistry
 from app.providers.sandbox import SandboxProvider
 from app.replicas import Replica, Replicas, bound_replica_waits, replica_name
-from app.services.clocks.advance import ClockUnsettled
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +31,10 @@ log = logging.getLogger(__name__)
 QUEUES = {"send_mail": "mail", "deliver_webhooks": "webhooks", "advance_test_clock": "clocks",
           "clock_retries_exhausted": "clocks"}
 #: Errors after which an actor's message is retried: the provider did not process the
-#: request, our database or Redis blinked, a test clock's payments are not settled yet.
-#: Declines and lost answers are settled by the services and never raised.
-TRANSIENT = (TransientProviderError, ClockUnsettled, dramatiq.Retry, OperationalError,
+#: request, our database or Redis blinked, an actor asked for it (dramatiq.Retry: a test
+#: clock's payments are not settled yet, a provider's Retry-After). Declines and lost
+#: answers are settled by the services and never raised.
+TRANSIENT = (TransientProviderError, dramatiq.Retry, OperationalError,
              InterfaceError, psycopg2.OperationalError, psycopg2.InterfaceError,
              redis.RedisError)
 

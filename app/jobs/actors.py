@@ -17,6 +17,11 @@ from app.services.clocks import advance
 
 SKIPPED_FIRST_DELAY_MS = 1000
 TENANT_BUSY_DELAY_MS = 1000
+#: A clock waiting for payments other workers are charging looks again after 50 ms, then
+#: twice as long each time, at most every half second: soon after they settle, without
+#: running its advance 20 times a second through a long charge (tok_slow_60).
+CLOCK_WAIT_FIRST_MS = 50
+CLOCK_WAIT_MAX_MS = 500
 
 
 @dramatiq.actor(on_retry_exhausted="payment_retries_exhausted")
@@ -90,9 +95,15 @@ def process_subscriptions(subscription_ids: list[str], requeues: int = 0) -> Non
 
 @dramatiq.actor(queue_name=QUEUES["advance_test_clock"], time_limit=3_600_000,
                 on_retry_exhausted="clock_retries_exhausted")
-def advance_test_clock(clock_id: str) -> None:
+def advance_test_clock(clock_id: str, waits: int = 0) -> None:
     """Run everything due on a test clock up to its new frozen time, then mark it ready;
-    retried while its payments are not settled (ClockUnsettled).
+    retried (dramatiq.Retry: logged as a retry, counted as one) while its payments are not
+    settled (ClockUnsettled).
+
+    While it only waits for payments other workers are charging (ClockWaiting), it is sent
+    again as a new message `waits` + 1, after CLOCK_WAIT_FIRST_MS doubled `waits` times (at
+    most CLOCK_WAIT_MAX_MS): waiting for others draws on none of its retries, which stay for
+    its own payments' transient errors (1 + CHARGE_MAX_RETRIES attempts each).
 
     On its own queue, and at most TEST_CLOCK_TENANT_CONCURRENCY clocks of a tenant at once:
     test keys cannot fill the threads that live renewals run on.
@@ -101,8 +112,14 @@ def advance_test_clock(clock_id: str) -> None:
     slots = c.config.test_clock_tenant_concurrency
     with clocks.driving(c.engine, clock_id, tenant_slots=slots) as drive:
         if drive is clocks.Drive.MINE:
-            advance.advance_clock(c.uow, c.providers, clock_id,
-                                  lease_seconds=c.config.payment_lease_seconds)
+            try:
+                advance.advance_clock(c.uow, c.providers, clock_id,
+                                      lease_seconds=c.config.payment_lease_seconds)
+            except advance.ClockWaiting:
+                delay_ms = min(CLOCK_WAIT_FIRST_MS << min(waits, 10), CLOCK_WAIT_MAX_MS)
+                c.enqueue("advance_test_clock", clock_id, waits + 1, delay_ms=delay_ms)
+            except advance.ClockUnsettled as exc:
+                raise dramatiq.Retry(str(exc)) from exc  # the backoff decides
         elif drive is clocks.Drive.TENANT_BUSY:  # its turn comes when one of them is done
             c.enqueue("advance_test_clock", clock_id, delay_ms=TENANT_BUSY_DELAY_MS)
 

@@ -90,8 +90,8 @@ def test_a_tenant_drives_at_most_its_slots_of_clocks_at_once(container: Containe
 
 
 def test_an_advance_waiting_for_its_retry_is_not_driven_again(container: Container) -> None:
-    """An advance stopped by a payment another worker is charging (ClockUnsettled) is run
-    again by Dramatiq's retry; the scheduler must not start a second driver meanwhile, whose
+    """An advance stopped by a payment another worker is charging (ClockWaiting) is run
+    again by a message of its own; the scheduler must not start a second driver meanwhile, whose
     own retries (and a fresh advance after they run out) would charge the clock's payments
     beside the first's, each stopped advance adding one more (20 attempts for a payment whose
     policy allows 6, measured)."""
@@ -122,11 +122,12 @@ def test_an_advance_waiting_for_its_retry_is_not_driven_again(container: Contain
     do(lambda u: clocks.start_advance(u, scope, clock_id, START + timedelta(days=40)))
     with container.uow() as uow:  # its first payment is being charged by another worker
         uow.session.execute(update(Payment).where(Payment.subscription_id == sub.id).values(
-            status=PaymentStatus.PROCESSING, lease_until=datetime.now(UTC) + timedelta(hours=1)))
+            status=PaymentStatus.PROCESSING, lease_owner="elsewhere",
+            lease_until=datetime.now(UTC) + timedelta(hours=1)))
         uow.session.execute(update(TestClock).where(TestClock.id == clock_id)  # long advancing
                             .values(updated_at=TestClock.updated_at - timedelta(hours=1)))
         uow.commit()
-    with pytest.raises(advance.ClockUnsettled):
+    with pytest.raises(advance.ClockWaiting):
         advance.advance_clock(unsent, container.providers, clock_id, lease_seconds=60)
     sent.clear()
 

@@ -3,13 +3,13 @@ waits before retrying a charge the provider refused for now."""
 
 from __future__ import annotations
 
+import dramatiq
 from hypothesis import given
 from hypothesis import strategies as st
 
 from app.bootstrap import Container
 from app.config import Config
 from app.providers.errors import PaymentDeclined, ProviderRateLimited, ProviderUnavailable
-from app.services.clocks.advance import ClockUnsettled
 
 CONTAINER = Container(Config(charge_max_retries=5, charge_min_backoff_ms=1000,
                              charge_max_backoff_ms=300_000))
@@ -35,7 +35,7 @@ def test_only_transient_errors_retry_a_bounded_number_of_times(retries: int) -> 
     retry_when = CONTAINER.retries.retry_when
     assert retry_when is not None
     for transient in (ProviderUnavailable("500"), ProviderRateLimited("429"),
-                      ClockUnsettled("a payment is still being charged")):
+                      dramatiq.Retry("a test clock's payments are not settled yet")):
         assert retry_when(retries, transient) is (retries < 5)
     assert retry_when(retries, PaymentDeclined("card_declined", "declined", hard=False)) is False
     assert retry_when(retries, ValueError("a bug")) is False

@@ -3,8 +3,10 @@
 `advance_clock` is what the `advance_test_clock` actor runs (on the `clocks` queue, while
 it holds the clock's `driving` locks): each instant's due subscriptions are renewed together
 by `renewals.run_due`, and their payments settled before time moves on. A payment that is
-not settled yet stops the advance (ClockUnsettled) and Dramatiq's Retries, the actors' one
-retry policy, runs it again later: it goes on from where it stopped.
+not settled yet stops the advance, which the actor runs again later: it goes on from where
+it stopped. After a transient failure (ClockUnsettled) that is a retry of Dramatiq's
+Retries, the actors' one retry policy; while the clock only waits for payments other workers
+are charging (ClockWaiting) it is a new message soon, drawing on no retry.
 """
 
 from __future__ import annotations
@@ -28,8 +30,14 @@ _OPEN = (PaymentStatus.PENDING, PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN)
 
 class ClockUnsettled(Exception):
     """Raised when payments of a test clock are not settled yet (a transient provider error,
-    one another worker is charging, a lost answer not reconciled yet), so its time cannot
-    move on: the advance is a transient failure, retried with the actors' backoff."""
+    a lost answer not reconciled yet), so its time cannot move on: the advance is a
+    transient failure, retried with the actors' backoff."""
+
+
+class ClockWaiting(Exception):
+    """Raised when the only open payments of a test clock are ones other workers are
+    charging right now (their leases are held): nothing failed, the clock waits for them
+    (their leases bound the wait) and looks again soon."""
 
 
 def advance_clock(
@@ -39,13 +47,14 @@ def advance_clock(
 
     The clock turns ready only once every payment of its subscriptions is settled (or waits
     on the customer): each run charges the open ones once and reconciles the `unknown` ones,
-    and raises ClockUnsettled while any stays open; when the retries run out, `give_up`
-    fails them as real time would. A stopped advance marks the clock as just driven, so the
-    scheduler does not send a second advance (`clocks.redrive_stalled`) while its retry waits.
+    and raises ClockUnsettled while any stays open, or ClockWaiting when each that does is
+    being charged by another worker; when the retries run out, `give_up` fails them as real
+    time would. A stopped advance marks the clock as just driven, so the scheduler does not
+    send a second advance (`clocks.redrive_stalled`) while its next run waits.
     """
     try:
         return _advance(uows, providers, clock_id, lease_seconds)
-    except ClockUnsettled:
+    except (ClockUnsettled, ClockWaiting):
         with uows() as uow:
             uow.session.execute(update(TestClock).where(TestClock.id == clock_id)
                                 .values(updated_at=utcnow()))
@@ -98,7 +107,7 @@ def _advance(
 def give_up(uows: UnitOfWorkFactory, clock_id: str) -> None:
     """Settle the clock's payments whose retries ran out, as a payment's own message does
     then (`charge.give_up`): failed if nothing can have been charged, else unknown."""
-    for payment_id, status in _unsettled(uows, clock_id):
+    for payment_id, status, _ in _unsettled(uows, clock_id):
         if status is PaymentStatus.PROCESSING:
             charge.give_up(uows, payment_id)
 
@@ -111,30 +120,36 @@ def _settle(
     A first, resume or proration payment is charged by its own message, which may not have
     run yet when the clock advances; its outcome moves the subscription, so the clock charges
     it here. One another worker is charging right now is left to it (its lease bounds it).
-    ClockUnsettled if any stays open.
+    ClockWaiting if only such ones stay open, ClockUnsettled if any other one does.
     """
     rows = _unsettled(uows, clock_id)
     if not rows:
         return False
     due = []
-    for payment_id, status in rows:
+    for payment_id, status, elsewhere in rows:
         if status is PaymentStatus.UNKNOWN:
             reconcile.reconcile_payment(uows, providers, payment_id)
-        else:
+        elif not elsewhere:
             due.append(payment_id)
     if due:
         charge.charge_payments(uows, providers, due, lease_seconds=lease_seconds)
     if left := _unsettled(uows, clock_id):
+        if all(elsewhere for _, _, elsewhere in left):
+            raise ClockWaiting(f"{len(left)} payments of the clock are being charged elsewhere")
         raise ClockUnsettled(f"{len(left)} payments of the clock are not settled yet")
     return True
 
 
-def _unsettled(uows: UnitOfWorkFactory, clock_id: str) -> list[tuple[str, PaymentStatus]]:
+def _unsettled(uows: UnitOfWorkFactory, clock_id: str) -> list[tuple[str, PaymentStatus, bool]]:
+    """The clock's open payments: id, status, and whether another worker is charging it now
+    (its lease has an owner and has not lapsed; a Retry-After's hold has no owner)."""
+    now = utcnow()
     with uows() as uow:
         return [
-            (row.id, row.status)
+            (row.id, row.status, row.lease_owner is not None and row.lease_until is not None
+             and row.lease_until > now)
             for row in uow.session.execute(
-                select(Payment.id, Payment.status)
+                select(Payment.id, Payment.status, Payment.lease_owner, Payment.lease_until)
                 .join(Subscription, Payment.subscription_id == Subscription.id)
                 .where(Subscription.test_clock_id == clock_id, Payment.status.in_(_OPEN))
                 .order_by(Payment.id)
