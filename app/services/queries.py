@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import select, text
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from app import render
 from app.cache import Cache
@@ -85,7 +85,9 @@ class Reader:
 
 
 def payment(reader: Reader, scope: Scope, payment_id: str) -> Json:
-    return reader.run(lambda s: render.payment(scope.get(s, Payment, payment_id)))
+    """The payment with its attempts, read in one statement."""
+    return reader.run(lambda s: render.payment(
+        scope.get(s, Payment, payment_id, options=[joinedload(Payment.attempts)])))
 
 
 def payments(reader: Reader, scope: Scope, *, limit: int, starting_after: str | None,

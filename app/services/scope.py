@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.interfaces import ORMOption
 
 from app.models.base import TenantOwned
 from app.services.errors import NotFound
@@ -30,13 +31,15 @@ class Scope:
         deleted_at = getattr(model, "deleted_at", None)  # customers, payment methods
         return query if deleted_at is None else query.where(deleted_at.is_(None))
 
-    def get(self, session: Session, model: type[T], object_id: str, *, lock: bool = False) -> T:
-        """The object with this id in scope, or NotFound (the same for other tenants' ids)."""
-        query = self.query(model).where(model.id == object_id)
+    def get(self, session: Session, model: type[T], object_id: str, *, lock: bool = False,
+            options: Sequence[ORMOption] = ()) -> T:
+        """The object with this id in scope, or NotFound (the same for other tenants' ids);
+        `options` of the query (e.g. joinedload of a collection)."""
+        query = self.query(model).where(model.id == object_id).options(*options)
         if lock:
             query = query.with_for_update()
         # PostgreSQL refuses NUL in text; no id has one, so such an id is simply missing.
-        found = None if "\x00" in object_id else session.scalar(query)
+        found = None if "\x00" in object_id else session.scalars(query).unique().one_or_none()
         if found is None:
             raise NotFound(f"No such {model.label}: '{object_id}'")
         return found
