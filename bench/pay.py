@@ -6,7 +6,9 @@ a hello-world ceiling measured in the same run under the same gunicorn settings.
 On a database (`se_bench`, recreated and removed) and a redis-server of its own (tests/servers.py):
   1. ceiling: bench/hello.py under the same gunicorn settings, wrk with 32 connections; once
      more at the end (8.): the ratios are to the mean of the two, and a spread of more than
-     20% between them is flagged (the machine's load changed: ratios unreliable);
+     20% between them is flagged (the machine's load changed: ratios unreliable); then the
+     I/O floor, hello.py's `/io`: the round trips of one /pay with the bare drivers (no target:
+     it shows how much of /pay's cost is the round trips themselves);
   2. API alone (no worker fleet): wrk on POST /pay, a new Idempotency-Key each (bench/wrk.lua);
      only 202 counts as accepted;
   3. GET /payments/{id} of one payment, wrk; only 200 counts;
@@ -190,6 +192,7 @@ class Bench:
         r: dict[str, Any] = {"machine": {**procs.machine(), "wrk": self.wrk.version()},
                              "settings": self.settings()}
         first = self.ceiling("first")
+        r["io_floor"] = self.io_floor()
         port = free_port()
         self.gunicorn("gunicorn", "wsgi:app", port)
         wait_http(f"http://{HOST}:{port}/readyz", self.fleet, timeout=90)
@@ -255,6 +258,23 @@ class Bench:
         self.record_cpu(f"{which} ceiling (wrk on hello)", before, result["requests"])
         self.fleet.stop("hello")
         say(f"ceiling {result['requests_per_s']:.0f} req/s")
+        return result
+
+    def io_floor(self) -> dict[str, Any]:
+        """Phase 1b: bench/hello.py's `/io`, the round trips of one /pay with bare drivers."""
+        say("I/O floor: /pay's round trips with bare drivers, wrk")
+        with self.engine.begin() as connection:
+            connection.execute(text("CREATE TABLE bench_io (k text PRIMARY KEY, v text)"))
+        port = free_port()
+        self.gunicorn("hello", "hello:app", port, "--pythonpath", str(BENCH))
+        url = f"http://{HOST}:{port}/io"
+        wait_http(url, self.fleet)
+        self.wrk.plain(url, 2)  # warm-up
+        before = cpu_snapshot()
+        result = self.wrk.plain(url, self.args.max_seconds)
+        self.record_cpu("I/O floor (wrk on hello /io)", before, result["requests"])
+        self.fleet.stop("hello")
+        say(f"I/O floor {result['requests_per_s']:.0f} req/s")
         return result
 
     def prepare(self, base: str) -> tuple[str, bytes]:
@@ -490,6 +510,7 @@ def ratios(r: dict[str, Any]) -> dict[str, Any]:
     # Not flat: what it did achieve (the target is then not met whatever the figure).
     sustained = chosen["offered_per_s"] if chosen["flat"] else chosen["settled_per_s"]
     return {
+        "io_floor": round(r["io_floor"]["requests_per_s"] / ceiling, 4),
         "api_alone": round(r["api_alone"]["ok_per_s"] / ceiling, 4),
         "sustained": round(sustained / ceiling, 4),
         "sustained_flat": chosen["flat"],
@@ -503,7 +524,7 @@ def targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each figure against its target; ratios and rates are at least, p99 and CPU at most."""
     out = {}
     for name, value in r["ratios"].items():
-        if name == "sustained_flat":
+        if name in ("sustained_flat", "io_floor"):
             continue
         target = TARGETS["p99_ms" if name == "p99_ms_at_half" else name]
         at_most = name in ("p99_ms_at_half", "cpu_ms_per_settled")
@@ -554,6 +575,8 @@ def report(r: dict[str, Any]) -> str:
         return f"{label:<50}{shown:>10}{ratio_text:>9}{t[name]['target']:>9} {mark}"
 
     lines += [
+        f"{'I/O floor: /pay round trips, bare drivers req/s':<50}"
+        f"{r['io_floor']['requests_per_s']:>10.0f}{r['ratios']['io_floor']:>9.3f}",
         row("API alone: POST /pay accepted/s (wrk)", api["ok_per_s"], "api_alone"),
         f"{'  error rate / latency p50, p99 ms':<50}{api['error_rate']:>10.4f}"
         f"{api['latency_ms']['p50']:>9.1f}{api['latency_ms']['p99']:>9.1f}",
