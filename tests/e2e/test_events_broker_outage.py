@@ -40,10 +40,14 @@ PAYMENTS = 1000
 
 
 def burst(container: Container, tenant_id: str, customer_id: str, method_id: str,
-          done: list[str]) -> None:
-    """Take PAYMENTS payments through the payment service, ten per transaction."""
+          done: list[str], killed: threading.Event) -> None:
+    """Take PAYMENTS payments through the payment service, ten per transaction: the second
+    half only once the broker is `killed`, so that many are made during the outage however
+    fast the first half went."""
     scope = Scope(tenant_id=tenant_id, livemode=False)
-    for _ in range(PAYMENTS // 10):
+    for batch in range(PAYMENTS // 10):
+        if batch == PAYMENTS // 20:
+            killed.wait(120)
         with container.uow() as uow:
             payments = [
                 create_payment(uow, container.cache, scope, amount=1999,
@@ -87,8 +91,10 @@ def test_broker_killed_during_a_burst_of_1000_payments(
     first = Collector(kafka_config(config, broker))
     second: Collector | None = None
     created: list[str] = []
+    killed = threading.Event()
     sender = threading.Thread(
-        target=burst, args=(container, api.tenant_id, customer["id"], method["id"], created)
+        target=burst,
+        args=(container, api.tenant_id, customer["id"], method["id"], created, killed),
     )
     try:
         sender.start()
@@ -102,6 +108,7 @@ def test_broker_killed_during_a_burst_of_1000_payments(
         os.kill(relay.pid, signal.SIGCONT)
         first.close()
         unsent_at_kill, succeeded_at_kill = counts(container, api.tenant_id)
+        killed.set()  # the burst's second half: payments made while Kafka is down
 
         def outage_absorbed() -> bool:
             unsent, succeeded = counts(container, api.tenant_id)
@@ -129,6 +136,7 @@ def test_broker_killed_during_a_burst_of_1000_payments(
         for message in before + after:
             assert_valid(message.event)
     finally:
+        killed.set()
         if sender.is_alive():
             sender.join(timeout=120)
         relay.terminate()
