@@ -260,7 +260,8 @@ class Bench:
         say(f"load done in {load_seconds:.0f} s with {len(self.faults)} faults; settling")
         settle_seconds = self.settle()
         results = {
-            "machine": {**machine(), "note": "shared 2-core machine, loaded by other developers"},
+            "machine": {**machine(),
+                        "loadavg_at_end": [round(v, 2) for v in os.getloadavg()]},
             "settings": {k: str(v) if isinstance(v, Path) else v
                          for k, v in vars(self.args).items()},
             "slow_token_available": self.slow_available,
@@ -511,7 +512,7 @@ def report(r: dict[str, Any]) -> str:
     lines = [
         "",
         f"faults bench - {m['date']} - commit {m['git_commit'][:10]} - {r['bench_seconds']} s"
-        f" - {m['note']}",
+        f" - load {' '.join(map(str, m['loadavg_at_end']))} at end",
         f"slow token {r['settings']['slow_token']}: "
         f"{'used' if r['slow_token_available'] else 'NOT AVAILABLE (tok_ok instead)'}; "
         f"lease {r['settings']['lease']} s",
