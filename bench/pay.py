@@ -248,15 +248,7 @@ class Bench:
     def ceiling(self, which: str) -> dict[str, Any]:
         """Phases 1 and 8: hello-world under the same gunicorn settings (plain wrk)."""
         say(f"{which} ceiling: hello-world under gunicorn, wrk")
-        port = free_port()
-        self.gunicorn("hello", "hello:app", port, "--pythonpath", str(BENCH))
-        url = f"http://{HOST}:{port}/"
-        wait_http(url, self.fleet)
-        self.wrk.plain(url, 2)  # warm-up
-        before = cpu_snapshot()
-        result = self.wrk.plain(url, self.args.max_seconds)
-        self.record_cpu(f"{which} ceiling (wrk on hello)", before, result["requests"])
-        self.fleet.stop("hello")
+        result = self.on_hello("/", f"{which} ceiling (wrk on hello)")
         say(f"ceiling {result['requests_per_s']:.0f} req/s")
         return result
 
@@ -265,16 +257,22 @@ class Bench:
         say("I/O floor: /pay's round trips with bare drivers, wrk")
         with self.engine.begin() as connection:
             connection.execute(text("CREATE TABLE bench_io (k text PRIMARY KEY, v text)"))
+        result = self.on_hello("/io", "I/O floor (wrk on hello /io)")
+        say(f"I/O floor {result['requests_per_s']:.0f} req/s")
+        return result
+
+    def on_hello(self, path: str, phase: str) -> dict[str, Any]:
+        """Plain wrk on a path of bench/hello.py, served under the engine's gunicorn settings;
+        its CPU recorded as `phase`."""
         port = free_port()
         self.gunicorn("hello", "hello:app", port, "--pythonpath", str(BENCH))
-        url = f"http://{HOST}:{port}/io"
+        url = f"http://{HOST}:{port}{path}"
         wait_http(url, self.fleet)
         self.wrk.plain(url, 2)  # warm-up
         before = cpu_snapshot()
         result = self.wrk.plain(url, self.args.max_seconds)
-        self.record_cpu("I/O floor (wrk on hello /io)", before, result["requests"])
+        self.record_cpu(phase, before, result["requests"])
         self.fleet.stop("hello")
-        say(f"I/O floor {result['requests_per_s']:.0f} req/s")
         return result
 
     def prepare(self, base: str) -> tuple[str, bytes]:
