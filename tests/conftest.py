@@ -19,7 +19,7 @@ import redis
 from app.bootstrap import Container, build
 from app.config import Config
 from app.models.database import drop_database, ensure_database, migrate
-from tests.servers import Cluster, remove
+from tests.servers import Cluster, streaming_pair
 from tests.support import Api, eventually
 
 # Provider simulators and merchants with Stripe / PayPal credentials (module-scoped fixtures).
@@ -106,13 +106,8 @@ def worker(config: Config) -> Iterator[subprocess.Popen[bytes]]:
 @pytest.fixture(scope="session")
 def streaming() -> Iterator[tuple[Cluster, Cluster]]:
     """A PostgreSQL primary of this session's own and a streaming replica of it."""
-    primary = Cluster.primary()
-    clusters = [primary]
-    try:
-        clusters.append(primary.replica())
-        yield primary, clusters[1]
-    finally:
-        remove(*reversed(clusters))
+    with streaming_pair(Cluster.primary()) as pair:
+        yield pair
 
 
 __all__ = ["eventually"]

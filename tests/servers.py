@@ -16,6 +16,8 @@ import socket
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,6 +242,17 @@ def _own_directory(name: str) -> Path:
         postgres = pwd.getpwnam("postgres")
         os.chown(directory, postgres.pw_uid, postgres.pw_gid)
     return directory
+
+
+@contextmanager
+def streaming_pair(primary: Cluster) -> Iterator[tuple[Cluster, Cluster]]:
+    """`primary` and a streaming replica of it; both stopped and deleted afterwards."""
+    clusters = [primary]
+    try:
+        clusters.append(primary.replica())
+        yield primary, clusters[1]
+    finally:
+        remove(*reversed(clusters))
 
 
 def remove(*clusters: Cluster) -> None:

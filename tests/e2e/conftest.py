@@ -52,14 +52,10 @@ def own_database(config: Config) -> Iterator[Config]:
 def stack(config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """gunicorn (2 workers), `dramatiq app.jobs` and the scheduler, ready and warmed up."""
     with own_database(config) as own:
-        running = Stack(own, tmp_path_factory.mktemp("e2e-logs"))
-        try:
-            running.start("api", "worker", "scheduler")
-            running.wait_ready()
+        with Stack(own, tmp_path_factory.mktemp("e2e-logs")).up(
+                "api", "worker", "scheduler") as running:
             _warm_up(running.tenant("warm-up"))
             yield running
-        finally:
-            running.stop()
 
 
 def _warm_up(client: Client) -> None:
@@ -120,10 +116,6 @@ def redis_stack(
     """
     with own_database(replace(config, redis_url=own_redis.url,
                                db_lock_timeout_ms=30_000)) as own:
-        running = Stack(own, tmp_path_factory.mktemp("redis-stack-logs"))
-        try:
-            running.start("api", "worker", "scheduler")
-            running.wait_ready()
+        with Stack(own, tmp_path_factory.mktemp("redis-stack-logs")).up(
+                "api", "worker", "scheduler") as running:
             yield running
-        finally:
-            running.stop()

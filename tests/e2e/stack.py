@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -200,6 +202,16 @@ class Stack:
     def start(self, *names: str) -> None:
         for name in names:
             self.processes[name].start()
+
+    @contextmanager
+    def up(self, *names: str) -> Iterator[Stack]:
+        """These processes started and the API ready; every process stopped afterwards."""
+        try:
+            self.start(*names)
+            self.wait_ready()
+            yield self
+        finally:
+            self.stop()
 
     def running(self) -> set[str]:
         return {name for name, process in self.processes.items() if process.running}

@@ -34,15 +34,8 @@ def servers(config: Config, streaming: tuple[Cluster, Cluster],
         logs = tmp_path_factory.mktemp("two-apis")
         first = Stack(own, logs / "first", web_workers=1)
         second = Stack(own, logs / "second", web_workers=1)
-        try:
-            first.start("api", "worker")
-            second.start("api")
-            first.wait_ready()
-            second.wait_ready()
+        with first.up("api", "worker"), second.up("api"):
             yield first, second
-        finally:
-            first.stop()
-            second.stop()
 
 
 def both(servers: tuple[Stack, Stack], name: str, rate_limit: str | None = None

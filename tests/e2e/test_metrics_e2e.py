@@ -58,12 +58,8 @@ def metered(config: Config, broker: EmbeddedBroker,
             if name != "api":
                 ports[name] = free_port()
                 process.env["METRICS_PORT"] = str(ports[name])
-        try:
-            stack.start(*stack.processes)
-            stack.wait_ready()
+        with stack.up(*stack.processes):
             yield stack, ports
-        finally:
-            stack.stop()
 
 
 def emitted(stack: Stack, name: str) -> list[dict[str, Any]]:

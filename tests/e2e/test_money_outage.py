@@ -49,13 +49,8 @@ def outage_stack(config: Config, own_postgres: Cluster,
                   redis_namespace=f"{config.redis_namespace}-{uuid.uuid4().hex[:8]}")
     ensure_database(own.database_url)
     migrate(own.database_url)
-    stack = Stack(own, tmp_path / "logs", web_workers=1)
-    try:
-        stack.start("api", "worker", "scheduler")
-        stack.wait_ready()
+    with Stack(own, tmp_path / "logs", web_workers=1).up("api", "worker", "scheduler") as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def test_a_database_outage_longer_than_the_retries_fails_no_payment(

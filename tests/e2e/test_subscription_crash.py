@@ -59,11 +59,9 @@ def renewal_stack(config: Config, tmp_path: Path) -> Iterator[Stack]:
         tmp_path / "logs" / "scheduler-2.log",
     )
     try:
-        stack.start("api", "worker")
-        stack.wait_ready()
-        yield stack
+        with stack.up("api", "worker"):
+            yield stack
     finally:
-        stack.stop()
         client = redis.Redis.from_url(own.redis_url)
         for key in client.scan_iter(f"{own.redis_namespace}*"):
             client.delete(key)

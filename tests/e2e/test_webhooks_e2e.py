@@ -33,13 +33,9 @@ def hooks_stack(
 ) -> Iterator[Stack]:
     base = replace(kafka_config(config, broker), webhooks_allow_private_networks=True)
     with own_database(base) as own:
-        running = Stack(own, tmp_path_factory.mktemp("webhooks-e2e"))
-        try:
-            running.start("api", "worker", "scheduler", "relay", "webhooks")
-            running.wait_ready()
+        with Stack(own, tmp_path_factory.mktemp("webhooks-e2e")).up(
+                "api", "worker", "scheduler", "relay", "webhooks") as running:
             yield running
-        finally:
-            running.stop()
 
 
 @pytest.fixture()

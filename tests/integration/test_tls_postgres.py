@@ -19,7 +19,7 @@ from app.bootstrap import build
 from app.config import Config
 from app.models.database import drop_database, ensure_database, migrate
 from tests.integration.checks import assert_problem
-from tests.servers import Cluster, remove
+from tests.servers import Cluster, streaming_pair
 from tests.support import Api
 from tests.tls import Authority, authority, wrong_authority  # noqa: F401
 
@@ -29,13 +29,8 @@ DATABASE = "se_tls"
 @pytest.fixture(scope="module")
 def tls_clusters(authority: Authority) -> Iterator[tuple[Cluster, Cluster]]:  # noqa: F811
     """A primary with a certificate of `authority`, answering TLS only, and its replica."""
-    primary = Cluster.primary(tls=authority.issue("postgres"))
-    clusters = [primary]
-    try:
-        clusters.append(primary.replica())
-        yield primary, clusters[1]
-    finally:
-        remove(*reversed(clusters))
+    with streaming_pair(Cluster.primary(tls=authority.issue("postgres"))) as pair:
+        yield pair
 
 
 def url(cluster: Cluster, ca: Path) -> str:
