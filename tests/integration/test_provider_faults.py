@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import Update, update
 
 from app.clock import utcnow
 from app.ids import new_id
@@ -59,11 +59,16 @@ def charge_request(merchant: Merchant, provider: str, *, payment_id: str | None 
 
 def sent_past_the_window(merchant: Merchant, provider: str, payment_id: str) -> None:
     """Date the payment's attempts back beyond the provider's idempotency-key window."""
+    _date_back(merchant, provider, update(PaymentAttempt)
+               .where(PaymentAttempt.payment_id == payment_id))
+
+
+def _date_back(merchant: Merchant, provider: str, rows: Update) -> None:
+    """Set `created_at` of `rows` to a minute before the provider's idempotency-key window."""
     window = merchant.container.providers.get(provider, merchant.tenant_id).idempotency_window
     assert window is not None
     with merchant.container.session_factory() as session:
-        session.execute(update(PaymentAttempt).where(PaymentAttempt.payment_id == payment_id)
-                        .values(created_at=utcnow() - window - timedelta(minutes=1)))
+        session.execute(rows.values(created_at=utcnow() - window - timedelta(minutes=1)))
         session.commit()
 
 
@@ -355,12 +360,7 @@ def process_refund(merchant: Merchant, refund_id: str) -> str:
 
 
 def date_refund_back(merchant: Merchant, provider: str, refund_id: str) -> None:
-    window = merchant.container.providers.get(provider, merchant.tenant_id).idempotency_window
-    assert window is not None
-    with merchant.container.session_factory() as session:
-        session.execute(update(Refund).where(Refund.id == refund_id)
-                        .values(created_at=utcnow() - window - timedelta(minutes=1)))
-        session.commit()
+    _date_back(merchant, provider, update(Refund).where(Refund.id == refund_id))
 
 
 @PROVIDERS
