@@ -80,15 +80,19 @@ def by_package(raw: Path) -> list[tuple[str, float]]:
 
 
 def _package(frame: str) -> str:
+    """The library of a frame's file, or our package as app.<subpackage>. py-spy names a file
+    relative to the sys.path entry it was found on (sqlalchemy/engine/base.py, socket.py),
+    in full only outside sys.path."""
     found = re.search(r"\((.*):\d+\)$", frame)
     path = found[1] if found else frame
-    if "site-packages/" in path:
-        return path.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
+    path = path.split("site-packages/", 1)[-1]
     if "/work/" in path and "/app/" in path:
-        return "app." + path.split("/app/", 1)[1].split("/", 1)[0].removesuffix(".py")
+        path = "app/" + path.split("/app/", 1)[1]
+    if path.startswith("app/"):
+        return "app." + path.split("/")[1].removesuffix(".py")
     if "python3" in path:
         return "stdlib:" + path.rsplit("/", 1)[-1].removesuffix(".py")
-    return path
+    return path.split("/", 1)[0].removesuffix(".py")
 
 
 def steps(
