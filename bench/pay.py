@@ -5,7 +5,7 @@ a hello-world ceiling measured in the same run under the same gunicorn settings.
 
 On a database (`se_bench`, recreated and removed) and a redis-server of its own (tests/servers.py):
   1. ceiling: bench/hello.py under the same gunicorn settings, wrk with 32 connections; once
-     more at the end (8.): the ratios are to the mean of the two, and a spread of more than
+     more at the end (9.): the ratios are to the mean of the two, and a spread of more than
      20% between them is flagged (the machine's load changed: ratios unreliable); then the
      I/O floor, hello.py's `/io`: the round trips of one /pay with the bare drivers (no target:
      it shows how much of /pay's cost is the round trips themselves);
@@ -23,10 +23,16 @@ On a database (`se_bench`, recreated and removed) and a redis-server of its own 
   6. sustained: the best flat rate for --sustain-seconds (60); if it is not flat, once more
      15% lower. CPU per settled payment (API + fleet + PostgreSQL) is measured here;
   7. latency: half the sustained rate, p99 measured from each request's scheduled time, and
-     202 -> settled.
+     202 -> settled;
+  8. package floors (no target): bench/floors.py, the same work as POST /pay and GET
+     /payments/{id} (the same requests, wrk as in 2. and 3.) done by the packages the design
+     fixes alone (Flask, Flask-Limiter, pydantic, SQLAlchemy, Dramatiq, redis-py) with none of
+     our request code: how far below them our own Python keeps /pay and GET (its docstring
+     lists their round trips). Last, with the fleet stopped: their payments stay pending.
 Prints a table and writes bench/results/pay.json, with the CPU each process used per phase (the
 2 cores are shared by the server, the fleet, PostgreSQL, Redis, the load generator and whatever
-else runs on the machine) and, with --profile, where the API's and the fleet's time went.
+else runs on the machine) and, with --profile, where the API's, the fleet's and the package
+floors' time went.
 """
 
 from __future__ import annotations
@@ -83,6 +89,7 @@ TARGETS = {"api_alone": 0.15, "sustained": 0.08, "get_payment": 0.4, "p99_ms": 5
 #: What "flat" allows (see the module's docstring).
 FLAT = {"answered_202": 0.99, "accepted_of_offered": 0.97, "settled_of_accepted": 0.95,
         "backlog_growth_of_offered": 0.05, "latency_growth_ms_per_s": 20.0}
+TENANT_RATE_LIMIT = "100000/second"  # the bench's tenant is never rate limited
 CEILING_SPREAD = 0.2  # first and last ceiling further apart than this: the load changed
 #: Whose CPU a settled payment costs (the target's sum); Redis and the load are shown apart.
 PIPELINE = ("gunicorn", "dramatiq", "postgresql (bench db)")
@@ -209,6 +216,7 @@ class Bench:
                                     settle_times=True)
         self.fleet.stop("dramatiq")
         self.fleet.stop("gunicorn")
+        r["floor_pay"], r["floor_get"] = self.package_floors(key, body)
         r["ceiling"] = both_ceilings(first, self.ceiling("last"))
         r["ratios"] = ratios(r)
         r["targets"] = targets(r)
@@ -230,7 +238,7 @@ class Bench:
                           "latency_seconds": a.latency_seconds, "flat": FLAT,
                           "generator": "bench/openloop.py (asyncio, latency from schedule)"},
             "db_pool_size": a.db_pool_size,
-            "tenant_rate_limit": "100000/second",
+            "tenant_rate_limit": TENANT_RATE_LIMIT,
             "prometheus_multiproc": True,
             "redis": "a redis-server of the bench's own (no persistence)",
             "not_running": "scheduler, outbox relay, Kafka",
@@ -261,25 +269,53 @@ class Bench:
         say(f"I/O floor {result['requests_per_s']:.0f} req/s")
         return result
 
-    def on_hello(self, path: str, phase: str) -> dict[str, Any]:
-        """Plain wrk on a path of bench/hello.py, served under the engine's gunicorn settings;
-        its CPU recorded as `phase`."""
+    def package_floors(self, key: str, body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Phase 8: bench/floors.py's POST /pay and GET /payments/{id}, wrk as in 2. and 3."""
+        say("package floors: /pay and GET by the fixed packages alone, wrk")
+        pay = self.on_hello("/pay", "package floor: POST /pay (wrk)", app="floors:app",
+                            request=("POST", key, body.decode()), ok="202", profile="floor-pay")
+        get = self.on_hello(f"/payments/{self.latest_payment()}", "package floor: GET (wrk)",
+                            app="floors:app", request=("GET", key), profile="floor-get")
+        say(f"package floors: POST /pay {pay['ok_per_s']:.0f}/s, GET {get['ok_per_s']:.0f}/s")
+        return pay, get
+
+    def on_hello(self, path: str, phase: str, *, app: str = "hello:app",
+                 request: tuple[str, ...] = (), ok: str = "200",
+                 profile: str = "") -> dict[str, Any]:
+        """wrk on a path of bench/hello.py (or of `app`, e.g. bench/floors.py), served under
+        the engine's gunicorn settings; its CPU recorded as `phase`. Plain wrk, or with
+        `request` (METHOD, API key[, body]) bench/wrk.lua, a new Idempotency-Key each when
+        there is a body, and only `ok` answers counted."""
+        name = app.split(":")[0]
         port = free_port()
-        self.gunicorn("hello", "hello:app", port, "--pythonpath", str(BENCH))
-        url = f"http://{HOST}:{port}{path}"
-        wait_http(url, self.fleet)
-        self.wrk.plain(url, 2)  # warm-up
+        self.gunicorn(name, app, port, "--pythonpath", str(BENCH))
+        base = f"http://{HOST}:{port}"
+        wait_http(f"{base}/", self.fleet)
+
+        def measure(seconds: int, label: str) -> dict[str, Any]:
+            if not request:
+                return self.wrk.plain(base + path, seconds)
+            method, key, *body = request
+            keys = [*body, f"{self.run_id}-{label}"] if body else []
+            return wrk.summary(self.wrk.scripted(base, seconds, method, path, key, *keys), ok)
+
+        measure(2, f"{name}-warm")
+        recording = self.start_profiles(profile, self.args.max_seconds) if profile else None
         before = cpu_snapshot()
-        result = self.wrk.plain(url, self.args.max_seconds)
-        self.record_cpu(phase, before, result["requests"])
-        self.fleet.stop("hello")
+        result = measure(self.args.max_seconds, name)
+        self.record_cpu(phase, before, result.get("ok", result["requests"]))
+        self.finish_profiles(profile, recording)
+        self.fleet.stop(name)
+        result["cpu_ms_per_request"] = self.cpu[phase]["cpu_ms_per_request"]
         return result
 
     def prepare(self, base: str) -> tuple[str, bytes]:
         """A tenant that is never rate limited, one customer and its `tok_ok` payment method."""
         with build(self.config).uow() as uow:
-            tenant = create_tenant(uow, "bench", rate_limit="100000/second")
+            tenant = create_tenant(uow, "bench", rate_limit=TENANT_RATE_LIMIT)
             uow.commit()
+        # bench/floors.py takes the caller as given
+        self.env.update(BENCH_TENANT_ID=tenant.tenant_id, BENCH_TENANT_RATE_LIMIT=TENANT_RATE_LIMIT)
         key = tenant.test_key
         customer = call(base, key, "/customers", {"email": "bench@example.com", "name": "Bench"})
         method = call(base, key, f"/customers/{customer['id']}/payment-methods",
@@ -305,7 +341,7 @@ class Bench:
 
     def get_payment(self, port: int, key: str) -> dict[str, Any]:
         """Phase 3: wrk on GET /payments/{id} of one payment; only 200 counts."""
-        payment = self.scalar_text("SELECT id FROM payments ORDER BY created_at DESC LIMIT 1")
+        payment = self.latest_payment()
         say(f"GET /payments/{payment}: wrk")
         before = cpu_snapshot()
         data = self.wrk.scripted(f"http://{HOST}:{port}", self.args.max_seconds, "GET",
@@ -469,9 +505,11 @@ class Bench:
         with self.engine.connect() as connection:
             return int(connection.scalar(text(sql), params) or 0)
 
-    def scalar_text(self, sql: str) -> str:
+    def latest_payment(self) -> str:
+        """The id of the payment created last (pending while the fleet is stopped)."""
         with self.engine.connect() as connection:
-            return str(connection.scalar(text(sql)))
+            return str(connection.scalar(
+                text("SELECT id FROM payments ORDER BY created_at DESC LIMIT 1")))
 
 
 def is_flat(run: dict[str, Any]) -> bool:
@@ -509,6 +547,8 @@ def ratios(r: dict[str, Any]) -> dict[str, Any]:
     sustained = chosen["offered_per_s"] if chosen["flat"] else chosen["settled_per_s"]
     return {
         "io_floor": round(r["io_floor"]["requests_per_s"] / ceiling, 4),
+        "floor_pay": round(r["floor_pay"]["ok_per_s"] / ceiling, 4),
+        "floor_get": round(r["floor_get"]["ok_per_s"] / ceiling, 4),
         "api_alone": round(r["api_alone"]["ok_per_s"] / ceiling, 4),
         "sustained": round(sustained / ceiling, 4),
         "sustained_flat": chosen["flat"],
@@ -522,7 +562,7 @@ def targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each figure against its target; ratios and rates are at least, p99 and CPU at most."""
     out = {}
     for name, value in r["ratios"].items():
-        if name in ("sustained_flat", "io_floor"):
+        if name in ("sustained_flat", "io_floor", "floor_pay", "floor_get"):
             continue
         target = TARGETS["p99_ms" if name == "p99_ms_at_half" else name]
         at_most = name in ("p99_ms_at_half", "cpu_ms_per_settled")
@@ -572,9 +612,16 @@ def report(r: dict[str, Any]) -> str:
         ratio_text = f"{t[name]['value']:.3f}" if ratio else ""
         return f"{label:<50}{shown:>10}{ratio_text:>9}{t[name]['target']:>9} {mark}"
 
+    def floor(label: str, value: float, name: str) -> str:
+        return f"{label:<50}{value:>10.0f}{r['ratios'][name]:>9.3f}"
+
     lines += [
-        f"{'I/O floor: /pay round trips, bare drivers req/s':<50}"
-        f"{r['io_floor']['requests_per_s']:>10.0f}{r['ratios']['io_floor']:>9.3f}",
+        floor("I/O floor: /pay round trips, bare drivers req/s", r["io_floor"]["requests_per_s"],
+              "io_floor"),
+        floor("package floor: POST /pay, fixed packages 202/s", r["floor_pay"]["ok_per_s"],
+              "floor_pay"),
+        floor("package floor: GET, fixed packages 200/s", r["floor_get"]["ok_per_s"],
+              "floor_get"),
         row("API alone: POST /pay accepted/s (wrk)", api["ok_per_s"], "api_alone"),
         f"{'  error rate / latency p50, p99 ms':<50}{api['error_rate']:>10.4f}"
         f"{api['latency_ms']['p50']:>9.1f}{api['latency_ms']['p99']:>9.1f}",
@@ -624,10 +671,14 @@ def profile_report(profiles: dict[str, Any]) -> list[str]:
     lines = []
     for name, profile in profiles.items():
         steps = profile.get("pay_steps")
-        if name.endswith("gunicorn") and steps:
+        if name.endswith(("gunicorn", "floors")) and steps:  # the API and the package floors
             lines += ["", f"{name} profile (py-spy, {steps['samples']} samples in requests):"]
-            lines += [f"  {pct:5.1f}%  {label}" for label, pct in steps["steps_pct"].items()]
+            if name.endswith("gunicorn"):
+                lines += [f"  {pct:5.1f}%  {label}" for label, pct in steps["steps_pct"].items()]
             lines += [f"  {pct:5.1f}%  {label}" for label, pct in steps["leaf_pct"].items()]
+            lines += ["  by package (self samples; a driver's waits on its server count as its):"]
+            lines += [f"  {pct:5.1f}%  {package}"
+                      for package, pct in profile["by_package_self_pct"][:10]]
         elif name.endswith("dramatiq"):
             lines += ["", f"{name} profile (py-spy, inclusive, app frames):"]
             lines += [f"  {pct:5.1f}%  {frame}" for frame, pct in profile["inclusive"]
