@@ -11,7 +11,7 @@ import dramatiq
 import psycopg2
 import redis
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import Retries, default_middleware
+from dramatiq.middleware import CurrentMessage, Retries, default_middleware
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -123,7 +123,8 @@ class Container:
 
     @cached_property
     def broker(self) -> RedisBroker:
-        middleware = [m() for m in default_middleware if m is not Retries] + [self.retries]
+        middleware = [m() for m in default_middleware if m is not Retries] + [
+            self.retries, CurrentMessage()]  # CurrentMessage: charge_payment's age (linger)
         broker = RedisBroker(  # type: ignore[no-untyped-call]
             client=self.redis,
             namespace=f"{self.config.redis_namespace}-dramatiq",

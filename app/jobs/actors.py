@@ -6,7 +6,10 @@ Their retries are the broker's Retries middleware, configured once in the compos
 
 from __future__ import annotations
 
+import time
+
 import dramatiq
+from dramatiq.middleware import CurrentMessage
 
 from app.bootstrap import QUEUES
 from app.clock import utcnow
@@ -28,8 +31,14 @@ CLOCK_WAIT_MAX_MS = 500
 def charge_payment(payment_id: str) -> None:
     """Charge one payment at its provider (at most once), in one batch with up to
     CHARGE_BATCH_SIZE - 1 other pending one-time payments: their own messages then find
-    them claimed and do nothing."""
+    them claimed and do nothing.
+
+    A message younger than CHARGE_LINGER_MS first waits out the rest, so the payments made
+    meanwhile ride in its batch; under load messages are older than that when they are
+    taken, and nobody waits.
+    """
     c = container()
+    _linger(c.config.charge_linger_ms)
     mates = charge.Mates(c.config.charge_batch_size - 1, c.config.reconcile_stale_seconds)
     retry = charge.charge_payments(c.uow, c.providers, [payment_id], mates=mates,
                                    lease_seconds=c.config.payment_lease_seconds)
@@ -44,6 +53,16 @@ def charge_payment(payment_id: str) -> None:
             if delay is None:
                 raise error
             raise dramatiq.Retry(str(error), delay=delay) from error  # the provider's Retry-After
+
+
+def _linger(window_ms: int) -> None:
+    """Sleep until the current message is `window_ms` old (at most `window_ms`)."""
+    message = CurrentMessage.get_current_message()
+    if message is None or window_ms <= 0:
+        return
+    age_ms = time.time() * 1000 - message.message_timestamp
+    if age_ms < window_ms:
+        time.sleep(min(window_ms - age_ms, window_ms) / 1000)
 
 
 def _held_ms(error: TransientProviderError) -> int | None:

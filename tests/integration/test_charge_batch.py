@@ -128,6 +128,24 @@ def test_the_worker_charges_queued_payments_in_one_batch(
     assert ledger(api, flaky) == 0
 
 
+def test_a_young_message_lingers_so_payments_made_meanwhile_ride_in_its_batch(
+    quiet_app: Flask, quiet_config: Config
+) -> None:
+    api = Api.for_new_tenant(quiet_app)
+    worker = start_worker(dataclasses.replace(quiet_config, charge_linger_ms=2000))
+    try:
+        api.settled(api.pay()["id"], 30)  # the worker is up and idle
+        ids = [api.pay()["id"] for _ in range(5)]  # each message is taken at once
+        assert {api.settled(payment_id, 30)["status"] for payment_id in ids} == {"succeeded"}
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    with quiet_app.extensions["container"].session_factory() as session:
+        claimed_at = set(session.scalars(
+            select(PaymentAttempt.created_at).where(PaymentAttempt.payment_id.in_(ids))))
+    assert len(claimed_at) == 1, "the first message waited for the others: one claim"
+
+
 def test_a_claim_takes_no_more_mates_than_its_count(quiet_app: Flask) -> None:
     c: Container = quiet_app.extensions["container"]
     api = Api.for_new_tenant(quiet_app, rate_limit="10000/second")
