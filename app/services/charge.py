@@ -22,18 +22,31 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
-    BindParameter,
+    CTE,
+    ColumnElement,
+    DateTime,
+    Integer,
     Row,
-    Select,
+    String,
     Table,
+    and_,
+    any_,
     bindparam,
+    case,
+    func,
     insert,
+    literal,
     or_,
     select,
     true,
+    type_coerce,
+    union_all,
     update,
 )
+from sqlalchemy import cast as cast_
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import Grouping
 
 from app.billing.subscription_state import Status
 from app.clock import utcnow
@@ -48,6 +61,7 @@ from app.models import (
     PaymentStatus,
     Subscription,
 )
+from app.models.prepared import Prepared, autocommit
 from app.models.uow import UnitOfWorkFactory
 from app.providers.base import ChargeRequest, ChargeResult
 from app.providers.errors import (
@@ -253,90 +267,84 @@ def _claim(uows: UnitOfWorkFactory, payment_ids: Sequence[str], lease_seconds: i
            mates: Mates | None = None) -> list[Claim]:
     """Claim these payments (waiting for a transaction that holds one), then up to
     `mates.count` other fresh pending one-time payments that no transaction holds, and
-    record each one's attempt, in one transaction: the claiming statements themselves
-    return each payment with its method and last attempt."""
+    record each one's attempt: one statement, in autocommit (one round trip, atomic), that
+    returns each payment with its method and the attempt to send."""
     now = utcnow()
     lease = Lease.new(lease_seconds)
+    count = mates.count if mates is not None else 0
     values = {"ids": list(payment_ids), "now": now, "owner": lease.owner,
-              "until": now + timedelta(seconds=lease_seconds)}
-    with uows() as uow:
-        connection = uow.session.connection()
-        rows = list(connection.execute(_claiming(mates=False), values))
-        if mates is not None and mates.count > 0:
-            # After the named ones, and SKIP LOCKED: a claim waits for a row only while it
-            # holds none, so two claims never wait for each other in a cycle.
-            rows += connection.execute(_claiming(mates=True), {
-                **values, "count": mates.count,
-                "fresh": now - timedelta(seconds=mates.fresh_seconds)})
-        claims, attempts = [], []
-        for row in rows:
-            last = None if row.number is None else PaymentAttempt(
-                number=row.number, status=row.attempt_status, provider=row.attempt_provider,
-                idempotency_key=row.idempotency_key, provider_reference=row.provider_reference)
-            attempt, resent = _current_attempt(row.id, last, row.method_provider.value, now)
-            if not resent:
-                attempts.append({column: getattr(attempt, column) for column in _NEW_ATTEMPT})
-            claims.append(claim_of(row, row, attempt, lease=lease, resent=resent,
+              "until": now + timedelta(seconds=lease_seconds), "count": count,
+              "fresh": now - timedelta(seconds=mates.fresh_seconds if mates else 0),
+              "attempt_ids": [new_id("att") for _ in range(len(payment_ids) + count)]}
+    claims = []
+    with uows() as uow, autocommit(uow.session) as connection:
+        for row in _claiming().execute(connection, values):
+            attempt = PaymentAttempt(number=row.number, provider=row.attempt_provider,
+                                     idempotency_key=row.idempotency_key,
+                                     provider_reference=row.provider_reference)
+            claims.append(claim_of(row, row, attempt, lease=lease, resent=not row.new,
                                    signing_up=bool(row.signing_up)))
-        if attempts:
-            connection.execute(insert(_table(PaymentAttempt)), attempts)
-        if claims:
-            uow.commit()
-        return claims
+    return claims
 
 
 def _table(model: type[Base]) -> Table:
     return cast(Table, model.__table__)
 
 
-_NEW_ATTEMPT = ("id", "payment_id", "number", "status", "provider", "idempotency_key",
-                "created_at", "updated_at")
-
-
 @functools.cache
-def _claiming(*, mates: bool) -> Select[Any]:
-    """The statement that claims the payments named (`ids`), or, with `mates`, up to `count`
-    pending one-time payments in their mode touched since `fresh` that no transaction holds,
-    for the lease
-    `owner` until `until`; it returns each with its method and last attempt. Built once:
-    building and hashing it took as long as running it."""
+def _claiming() -> Prepared:
+    """The statement that claims the payments named (`ids`), then up to `count` pending
+    one-time payments in their mode touched since `fresh` that no transaction holds, for
+    the lease `owner` until `until`; records a new attempt (ids from `attempt_ids`) for each
+    one whose last attempt is not in flight (as `_current_attempt` does), and returns each
+    with its method and the attempt to send. Built once, and prepared: building and hashing
+    it took as long as running it, and so did planning it."""
     payments, attempts = _table(Payment).c, _table(PaymentAttempt).c
-    now: BindParameter[datetime] = bindparam("now")
-    if mates:
-        named = _table(Payment).alias("named")
+    now = bindparam("now", type_=DateTime(timezone=True))
+    ids = any_(bindparam("ids", type_=ARRAY(String)))
+
+    def claiming(which: ColumnElement[bool], name: str) -> CTE:
+        return (
+            update(_table(Payment))
+            .where(which, or_(
+                payments.status == PaymentStatus.PENDING,
+                (payments.status == PaymentStatus.PROCESSING)
+                & or_(payments.lease_until.is_(None), payments.lease_until < now),
+            ))
+            .values(status=PaymentStatus.PROCESSING,
+                    lease_until=bindparam("until", type_=DateTime(timezone=True)),
+                    lease_owner=bindparam("owner", type_=String), updated_at=now)
+            .returning(payments.id, payments.tenant_id, payments.livemode, payments.amount,
+                       payments.currency, payments.description, payments.subscription_id,
+                       payments.payment_method_id)
+            .cte(name)
+        )
+
+    named = claiming(payments.id == ids, "named")
+    other = _table(Payment).alias("other")
+    chosen = (
+        select(payments.id)
+        .where(payments.status == PaymentStatus.PENDING,
+               payments.subscription_id.is_(None),
+               payments.updated_at > bindparam("fresh", type_=DateTime(timezone=True)),
+               ~(payments.id == ids),
+               # Test traffic never rides with live payments, nor waits for them.
+               payments.livemode.in_(select(other.c.livemode).where(other.c.id == ids)),
+               # Only once the named ones are claimed (a one-time filter, run before the
+               # scan): a claim waits for a row only while it holds none, so two claims
+               # never wait for each other in a cycle.
+               select(func.count()).select_from(named).scalar_subquery() >= 0)
+        .order_by(payments.updated_at)
+        .limit(bindparam("count", type_=Integer))
+        .with_for_update(skip_locked=True)
         # Materialized: run once. As a subquery of the UPDATE, PostgreSQL may run it again
         # for each row (a rescan), and each run, skipping the rows the last one locked, takes
         # `count` more (bench/pay.py saw one claim take 195, then wait out the lock timeout).
-        chosen = (
-            select(payments.id)
-            .where(payments.status == PaymentStatus.PENDING,
-                   payments.subscription_id.is_(None), payments.updated_at > bindparam("fresh"),
-                   # Test traffic never rides with live payments, nor waits for them.
-                   payments.livemode.in_(select(named.c.livemode).where(
-                       named.c.id.in_(bindparam("ids", expanding=True)))))
-            .order_by(payments.updated_at)
-            .limit(bindparam("count"))
-            .with_for_update(skip_locked=True)
-            .cte("mates")
-            .prefix_with("MATERIALIZED")
-        )
-        which = payments.id.in_(select(chosen.c.id))
-    else:
-        which = payments.id.in_(bindparam("ids", expanding=True))
-    claimed = (
-        update(_table(Payment))
-        .where(which, or_(
-            payments.status == PaymentStatus.PENDING,
-            (payments.status == PaymentStatus.PROCESSING)
-            & or_(payments.lease_until.is_(None), payments.lease_until < now),
-        ))
-        .values(status=PaymentStatus.PROCESSING, lease_until=bindparam("until"),
-                lease_owner=bindparam("owner"), updated_at=now)
-        .returning(payments.id, payments.tenant_id, payments.livemode, payments.amount,
-                   payments.currency, payments.description, payments.subscription_id,
-                   payments.payment_method_id)
-        .cte("claimed")
+        .cte("chosen")
+        .prefix_with("MATERIALIZED")
     )
+    mates = claiming(payments.id.in_(select(chosen.c.id)), "mates")
+    claimed = union_all(select(named), select(mates)).cte("claimed")
     last = (
         select(attempts.number, attempts.status, attempts.provider, attempts.idempotency_key,
                attempts.provider_reference)
@@ -346,10 +354,9 @@ def _claiming(*, mates: bool) -> Select[Any]:
         .lateral("last")
     )
     methods, subscriptions = _table(PaymentMethod).c, _table(Subscription).c
-    return (
+    found = (
         select(claimed, methods.token, methods.provider.label("method_provider"),
-               last.c.number, last.c.status.label("attempt_status"),
-               last.c.provider.label("attempt_provider"), last.c.idempotency_key,
+               last.c.number, last.c.status, last.c.provider, last.c.idempotency_key,
                last.c.provider_reference,
                # The customer is there while the subscription signs up (see claim_of).
                (subscriptions.status == Status.INCOMPLETE).label("signing_up"))
@@ -357,8 +364,43 @@ def _claiming(*, mates: bool) -> Select[Any]:
         .join(_table(PaymentMethod), methods.id == claimed.c.payment_method_id)
         .outerjoin(last, true())
         .outerjoin(_table(Subscription), subscriptions.id == claimed.c.subscription_id)
-        .order_by(claimed.c.id)
+        .cte("found")
     )
+    # A new attempt unless the last one is in flight (a crash or lost answer: sent again).
+    number = func.coalesce(found.c.number, 0) + 1
+    attempt_ids = type_coerce(Grouping(bindparam("attempt_ids", type_=ARRAY(String))),
+                              ARRAY(String))
+    made = (
+        insert(_table(PaymentAttempt))
+        .from_select(
+            ["id", "payment_id", "number", "status", "provider", "idempotency_key",
+             "created_at", "updated_at"],
+            select(attempt_ids[cast_(func.row_number().over(order_by=found.c.id), Integer)],
+                   found.c.id,
+                   number, literal(AttemptStatus.PROCESSING.value),
+                   found.c.method_provider, found.c.id + ":" + cast_(number, String),
+                   now, now)
+            .where(or_(found.c.number.is_(None),
+                       and_(*(found.c.status != status for status in IN_FLIGHT)))))
+        .returning(attempts.payment_id, attempts.number, attempts.provider,
+                   attempts.idempotency_key)
+        .cte("made")
+    )
+    return Prepared("charge_claim", select(
+               found.c.id, found.c.tenant_id, found.c.livemode, found.c.amount,
+               found.c.currency, found.c.description, found.c.subscription_id,
+               found.c.token, found.c.signing_up,
+               func.coalesce(made.c.number, found.c.number).label("number"),
+               func.coalesce(made.c.provider, found.c.provider).label("attempt_provider"),
+               func.coalesce(made.c.idempotency_key, found.c.idempotency_key
+                             ).label("idempotency_key"),
+               # A new attempt has no reference yet; one sent again keeps its own.
+               case((made.c.payment_id.is_(None), found.c.provider_reference)
+                    ).label("provider_reference"),
+               made.c.payment_id.is_not(None).label("new"))
+        .select_from(found)
+        .outerjoin(made, made.c.payment_id == found.c.id)
+        .order_by(found.c.id))
 
 
 def claim_held(session: Session, payments: Sequence[Payment], lease_seconds: int) -> list[Claim]:

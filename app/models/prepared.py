@@ -1,0 +1,70 @@
+"""Hot statements in one round trip each: planned once per connection (PREPARE, then
+EXECUTE) instead of on every run, and run alone in autocommit (no BEGIN, no COMMIT).
+
+For a big statement run again and again with new values, planning costs as much as running:
+the charge claim's CTEs took 0.45 ms to plan and 0.35 ms to run. The first run on a
+connection prepares it; the connection's pool entry remembers that for as long as the
+connection lives (a reconnect forgets it, and the next run prepares it again). PostgreSQL
+replans a prepared statement by itself after a migration changes a table it reads.
+(A pooler in transaction mode, such as PgBouncer's, would need its prepared-statement
+support turned on.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, CursorResult, Executable
+from sqlalchemy.dialects.postgresql import psycopg2
+from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
+
+_DIALECT = psycopg2.dialect(paramstyle="numeric_dollar")
+_PREPARED = "prepared_statements"
+
+
+class Prepared:
+    """One Core statement, prepared as `name` on each connection that runs it; its bound
+    parameters are passed by name to `execute` (those with a value in the statement, such
+    as enum constants, are passed for you)."""
+
+    def __init__(self, name: str, statement: Executable) -> None:
+        compiled = statement.compile(dialect=_DIALECT)
+        assert compiled.positiontup is not None
+        binds = [compiled.binds[key] for key in compiled.positiontup]
+        types = ["unknown" if isinstance(bind.type, NullType)
+                 else _DIALECT.type_compiler_instance.process(bind.type) for bind in binds]
+        self.name = name
+        self._prepare = f"PREPARE {name} ({', '.join(types)}) AS {compiled}"
+        self._execute = f"EXECUTE {name} ({', '.join(['%s'] * len(binds))})"
+        self._params = [(bind.key, bind.required, bind.value,
+                         bind.type.bind_processor(_DIALECT)) for bind in binds]
+
+    def execute(self, connection: Connection, values: Mapping[str, Any]) -> CursorResult[Any]:
+        """Run it on `connection` (preparing it there first if need be) with these values."""
+        prepared: set[str] = connection.connection.info.setdefault(_PREPARED, set())
+        if self.name not in prepared:
+            connection.exec_driver_sql(self._prepare)
+            prepared.add(self.name)
+        params = []
+        for key, required, constant, process in self._params:
+            value = values[key] if required else constant
+            params.append(process(value) if process is not None else value)
+        return connection.exec_driver_sql(self._execute, tuple(params))
+
+
+@contextmanager
+def autocommit(session: Session) -> Iterator[Connection]:
+    """The new session's connection, each statement committed on its own: a one-statement
+    transaction in one round trip. Switched by the driver: SQLAlchemy's AUTOCOMMIT option
+    also sends a SET each time it switches the connection back."""
+    connection = session.connection()
+    driver = connection.connection.dbapi_connection
+    assert driver is not None
+    driver.autocommit = True
+    try:
+        yield connection
+    finally:
+        driver.autocommit = False
