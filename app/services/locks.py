@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload
 
 from app.models import Payment, Subscription
 
@@ -26,14 +26,16 @@ class Locked:
 
 def lock(session: Session, *, subscription_ids: Iterable[str | None] = (),
          payment_ids: Iterable[str] = ()) -> Locked:
-    """Lock these subscriptions, then these payments (with their attempts, read afresh)."""
+    """Lock these subscriptions, then these payments (with their attempts, read afresh in
+    the same round trip)."""
     subs = sorted({i for i in subscription_ids if i is not None})
     pays = sorted(set(payment_ids))
     subscriptions = {s.id: s for s in session.scalars(
         select(Subscription).where(Subscription.id.in_(subs)).order_by(Subscription.id)
         .with_for_update())} if subs else {}
     payments = {p.id: p for p in session.scalars(
-        select(Payment).where(Payment.id.in_(pays)).order_by(Payment.id).with_for_update()
-        .options(selectinload(Payment.attempts)).execution_options(populate_existing=True)
-    )} if pays else {}
+        select(Payment).where(Payment.id.in_(pays)).order_by(Payment.id)
+        .with_for_update(of=Payment).options(joinedload(Payment.attempts))
+        .execution_options(populate_existing=True)
+    ).unique()} if pays else {}
     return Locked(subscriptions, payments)
