@@ -11,18 +11,19 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from app.bootstrap import Container
 from app.config import Config
 from app.models import Payment, PaymentAttempt
 from app.services import charge
 from tests.conftest import start_worker
-from tests.support import Api
+from tests.support import Api, eventually
 
 MATES = charge.Mates(count=1000, fresh_seconds=30)
 
@@ -159,3 +160,32 @@ def test_a_claim_takes_no_more_mates_than_its_count(quiet_app: Flask) -> None:
         charge.charge_payments(c.uow, c.providers, [payment_id], mates=MATES,
                                lease_seconds=c.config.payment_lease_seconds)
     assert all(ledger(api, payment_id) == 1 for payment_id in ids)
+
+
+def waiting_claims(c: Container) -> int:
+    """Claims waiting for a lock right now (a new transaction: pg_stat_activity is read
+    once per transaction)."""
+    with c.engine.connect() as connection:
+        return int(connection.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE 'EXECUTE charge_claim%' AND datname = current_database()")) or 0)
+
+
+def test_a_claim_takes_mates_only_once_it_holds_its_named_payment(quiet_app: Flask) -> None:
+    """While it waits for its own payment (held by another transaction) it holds no mate: two
+    claims never wait for each other in a cycle."""
+    c: Container = quiet_app.extensions["container"]
+    api = Api.for_new_tenant(quiet_app)
+    named, mate = api.pay()["id"], api.pay()["id"]
+    with c.engine.connect() as holder, ThreadPoolExecutor(1) as pool:
+        holder.execute(select(Payment.id).where(Payment.id == named).with_for_update())
+        claiming = pool.submit(charge._claim, c.uow, [named], c.config.payment_lease_seconds,
+                               MATES)
+        eventually(lambda: waiting_claims(c), what="the claim waiting for its named payment")
+        with c.engine.connect() as probe:
+            assert probe.scalar(select(Payment.id).where(Payment.id == mate)
+                                .with_for_update(skip_locked=True)) == mate, "mate untouched"
+            probe.rollback()
+        holder.rollback()
+        claimed = {claim.request.payment_id for claim in claiming.result(timeout=30)}
+    assert {named, mate} <= claimed
