@@ -16,12 +16,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, CursorResult, Executable
+from sqlalchemy import ClauseElement, Connection, CursorResult
 from sqlalchemy.dialects.postgresql import psycopg2
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import NullType
 
-_DIALECT = psycopg2.dialect(paramstyle="numeric_dollar")
+_DIALECT = psycopg2.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
 _PREPARED = "prepared_statements"
 
 
@@ -30,8 +31,9 @@ class Prepared:
     parameters are passed by name to `execute` (those with a value in the statement, such
     as enum constants, are passed for you)."""
 
-    def __init__(self, name: str, statement: Executable) -> None:
+    def __init__(self, name: str, statement: ClauseElement) -> None:
         compiled = statement.compile(dialect=_DIALECT)
+        assert isinstance(compiled, SQLCompiler)
         assert compiled.positiontup is not None
         binds = [compiled.binds[key] for key in compiled.positiontup]
         types = ["unknown" if isinstance(bind.type, NullType)
