@@ -1,10 +1,11 @@
 """Idempotency-Key handling for POSTs: replay, reuse detection and in-flight conflicts.
 
 The first request with a key takes a transaction-scoped advisory lock on (tenant, mode,
-key), does its work and stores its response in the same transaction, so the stored
-response exists exactly when the work does. A concurrent duplicate fails to take the
-lock and gets 409; a later one finds the stored response and gets it back. Only
-successful responses are stored: a request that failed wrote nothing and may be retried.
+key), reading any stored response in the same round trip, does its work and stores its
+response in the same transaction, so the stored response exists exactly when the work does.
+A concurrent duplicate fails to take the lock and gets 409; a later one finds the stored
+response and gets it back. Only successful responses are stored: a request that failed wrote
+nothing and may be retried.
 """
 
 from __future__ import annotations
@@ -42,14 +43,15 @@ def run(view: Callable[[], ViewResult], *, required: bool, fingerprint: str) -> 
             "a space.",
         )
     scope = context.scope()
-    if not idempotency.lock(uow.session, scope, key):
+    claim = idempotency.claim(uow.session, scope, key)
+    if not claim.claimed:
         raise Problem(
             409,
             "idempotency_key_in_use",
             "A request with this Idempotency-Key is still being processed.",
         )
-    stored = idempotency.stored(uow.session, scope, key)
-    if stored is not None:
+    if claim.stored is not None:
+        stored = claim.stored
         if stored.request_hash != fingerprint:
             raise Problem(
                 422,
@@ -57,11 +59,7 @@ def run(view: Callable[[], ViewResult], *, required: bool, fingerprint: str) -> 
                 "This Idempotency-Key was used with a different request.",
             )
         replay = json_response(
-            (
-                stored.response_body,
-                stored.status_code,
-                {**stored.response_headers, "Idempotent-Replayed": "true"},
-            )
+            (stored.body, stored.status_code, {**stored.headers, "Idempotent-Replayed": "true"})
         )
         uow.rollback()
         return replay
