@@ -3,7 +3,6 @@
 Cached (key → value, each for at most CACHE_TTL_SECONDS):
   api_key          SHA-256 of an API key → its id, tenant and mode (unknown keys are not cached)
   tenant           tenant id → its settings (rate limit, dunning retry days, failover provider)
-  payment_method   (tenant, mode, method id) → the customer it belongs to (for /pay)
   plan             (tenant, mode, plan id) → the plan as the API shows it
 
 Whoever changes one of these calls its `invalidate_*` right after the commit that changed
@@ -16,8 +15,8 @@ request.
 API keys and tenants, which only operators change, are also remembered by each process for
 MEMO_SECONDS, so every request does not pay a round trip for them: a revocation or a new
 setting reaches every process within that second (the contract allows 2), the process that
-made it at once. Plans and payment methods are not: a client that changed one through one
-API process reads its change through any other at once.
+made it at once. Plans are not: a client that changed one through one API process reads its
+change through any other at once.
 """
 
 from __future__ import annotations
@@ -82,14 +81,6 @@ class Cache:
 
     def invalidate_tenant(self, tenant_id: str) -> None:
         self._invalidate("tenant", tenant_id)
-
-    def payment_method(self, scope: Scope, method_id: str,
-                       load: Callable[[], Json | None]) -> Json | None:
-        """{"customer_id"} of a payment method in scope, or None."""
-        return self._through("payment_method", _scoped(scope, method_id), load)
-
-    def invalidate_payment_method(self, scope: Scope, method_id: str) -> None:
-        self._invalidate("payment_method", _scoped(scope, method_id))
 
     def plan(self, scope: Scope, plan_id: str, load: Callable[[], Json | None]) -> Json | None:
         """A plan in scope as the API renders it, or None."""

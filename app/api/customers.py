@@ -86,7 +86,7 @@ def update_customer(customer_id: str, body: schemas.CustomerUpdateRequest) -> Vi
 def delete_customer(customer_id: str) -> ViewResult:
     container = context.container()
     deleted = customers.delete_customer(
-        context.uow(), container.providers, container.cache, context.scope(), customer_id
+        context.uow(), container.providers, context.scope(), customer_id
     )
     return render.deleted(deleted), 200
 
@@ -113,8 +113,7 @@ def list_payment_methods(customer_id: str, query: schemas.ListQuery) -> ViewResu
 def detach_payment_method(customer_id: str, method_id: str) -> ViewResult:
     container = context.container()
     detached = customers.detach_payment_method(
-        context.uow(), container.providers, container.cache, context.scope(), customer_id,
-        method_id,
+        context.uow(), container.providers, context.scope(), customer_id, method_id
     )
     return render.deleted(detached), 200
 

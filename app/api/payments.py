@@ -23,9 +23,7 @@ api = Api(Blueprint("payments", __name__), tag="Payments")
     idempotency="required",
 )
 def pay(body: schemas.PayRequest) -> ViewResult:
-    payment = payments.create_payment(
-        context.uow(), context.container().cache, context.scope(), **body.model_dump()
-    )
+    payment = payments.create_payment(context.uow(), context.scope(), **body.model_dump())
     return render.payment(payment), 202, {"Location": f"/payments/{payment.id}"}
 
 

@@ -12,11 +12,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
-from sqlalchemy import Insert, Table, bindparam, insert, inspect
+from sqlalchemy import (
+    Exists,
+    Insert,
+    String,
+    Table,
+    bindparam,
+    cast,
+    insert,
+    inspect,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.events import outbox
@@ -33,6 +45,16 @@ class Send(Protocol):
     def __call__(self, actor_name: str, /, *args: Any, delay_ms: int | None = None) -> None: ...
 
 
+@dataclass(frozen=True)
+class Requirement:
+    """What must hold for a flush to write: `condition`, an EXISTS whose values are bound by
+    name from `params` (names that do not start with "p"), else `otherwise` raises why."""
+
+    condition: Exists
+    params: Row
+    otherwise: Callable[[], NoReturn]
+
+
 class UnitOfWork:
     """A session plus the messages and callbacks that may leave only once its transaction
     has committed."""
@@ -44,6 +66,7 @@ class UnitOfWork:
         self._send = send
         self._after_commit: list[Callable[[], None]] = []
         self._inserts: list[Base] = []
+        self._requirement: Requirement | None = None
         self.committed = False  # whether anything was committed (the API remembers writes)
 
     def __enter__(self) -> UnitOfWork:
@@ -77,15 +100,26 @@ class UnitOfWork:
         `session.add`, later changes to `obj` are not written."""
         self._inserts.append(obj)
 
+    def require(self, requirement: Requirement) -> None:
+        """Write the objects `insert` keeps and their events only if `requirement.condition`
+        holds, checked by their one statement (no round trip of its own); else they are
+        dropped, nothing is written, and `requirement.otherwise` raises."""
+        self._requirement = requirement
+
     def flush(self) -> None:
         """Write, in the transaction, the objects `insert` kept and the recorded outbox
         events: in one statement (WITH ... INSERT) when there are objects, else the events
         in one batch."""
         objects, self._inserts = self._inserts, []
+        requirement, self._requirement = self._requirement, None
+        assert requirement is None or objects, "a requirement guards the inserts of objects"
         events = outbox.take(self.session)
         if objects:
-            self.session.execute(*_insert_all([_row(o) for o in objects]
-                                              + [(outbox.TABLE, e) for e in events]))
+            rows = [_row(o) for o in objects] + [(outbox.TABLE, e) for e in events]
+            statement, params = _insert_all(rows, requirement)
+            written = self.session.connection().execute(statement, params).rowcount
+            if requirement is not None and not written:
+                requirement.otherwise()
         elif events:
             self.session.execute(insert(outbox.TABLE), events)
 
@@ -104,6 +138,7 @@ class UnitOfWork:
         waited for it."""
         self._after_commit.clear()
         self._inserts.clear()
+        self._requirement = None
         outbox.take(self.session)
         self.session.rollback()
 
@@ -125,28 +160,41 @@ def _row(obj: Base) -> tuple[Table, Row]:
     return table, row
 
 
-def _insert_all(rows: list[tuple[Table, Row]]) -> tuple[Insert, Row]:
+def _insert_all(rows: list[tuple[Table, Row]],
+                requirement: Requirement | None) -> tuple[Insert, Row]:
     """One INSERT of `rows` and its parameters: WITH ... INSERT when they go to several
-    tables, each table's rows in the order given."""
+    tables, each table's rows in the order given; each row only if the requirement holds."""
     tables: dict[Table, list[Row]] = {}
     for table, row in rows:
         tables.setdefault(table, []).append(row)
     shape = tuple((table, tuple(tuple(row) for row in batch)) for table, batch in tables.items())
     params = {f"p{t}_{r}_{column}": value for t, batch in enumerate(tables.values())
               for r, row in enumerate(batch) for column, value in row.items()}
-    return _statement(shape), params
+    if requirement is None:
+        return _statement(shape, None), params
+    return _statement(shape, requirement.condition), {**params, **requirement.params}
 
 
 @lru_cache(maxsize=256)
-def _statement(shape: tuple[tuple[Table, tuple[tuple[str, ...], ...]], ...]) -> Insert:
-    """The INSERT of rows of this shape (per table, each row's columns), values bound by name:
-    built once per shape, and compiled once too when each table has one row (SQLAlchemy does
-    not cache the compiled form of multi-row VALUES)."""
+def _statement(shape: tuple[tuple[Table, tuple[tuple[str, ...], ...]], ...],
+               condition: Exists | None) -> Insert:
+    """The INSERT of rows of this shape (per table, each row's columns), values bound by name,
+    as VALUES, or, with a `condition`, as SELECT ... WHERE condition: built once per shape, and
+    compiled once too when each table has one row (SQLAlchemy does not cache the compiled form
+    of multi-row VALUES)."""
     inserts = []
     for t, (table, batch) in enumerate(shape):
         values = [{column: bindparam(f"p{t}_{r}_{column}", type_=table.c[column].type)
                    for column in columns} for r, columns in enumerate(batch)]
-        inserts.append(insert(table).values(values[0] if len(values) == 1 else values))
+        if condition is None:
+            inserts.append(insert(table).values(values[0] if len(values) == 1 else values))
+            continue
+        assert len(set(batch)) == 1, "guarded rows of one table set the same columns"
+        # A SELECT list gives an untyped value (a NULL too) the type text: cast the others.
+        selects = [select(*(v if isinstance(v.type, String) else cast(v, v.type)
+                            for v in row.values())).where(condition) for row in values]
+        inserts.append(insert(table).from_select(
+            list(batch[0]), selects[0] if len(selects) == 1 else union_all(*selects)))
     *first, last = inserts
     return last.add_cte(*(s.cte(f"insert_{n}") for n, s in enumerate(first)))
 

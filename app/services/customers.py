@@ -9,7 +9,6 @@ from sqlalchemy.orm import Session
 
 from app.billing.card import contains_card_number
 from app.billing.subscription_state import TERMINAL_STATUSES
-from app.cache import Cache
 from app.clock import utcnow
 from app.events import outbox
 from app.ids import new_id
@@ -124,7 +123,7 @@ def update_customer(
 
 
 def delete_customer(
-    uow: UnitOfWork, providers: ProviderRegistry, cache: Cache, scope: Scope, customer_id: str
+    uow: UnitOfWork, providers: ProviderRegistry, scope: Scope, customer_id: str
 ) -> Customer:
     """Delete a customer with no live subscription: its payment methods are detached (at
     the provider first: an outage there writes nothing), its email and name erased from the
@@ -150,7 +149,7 @@ def delete_customer(
         .with_for_update()
     ).all()
     for method in methods:
-        _detach(uow, providers, cache, scope, method)
+        _detach(uow, providers, scope, method)
     _erase(session, customer)
     customer.deleted_at = utcnow()
     outbox.record_customer(session, "customer.deleted", customer)
@@ -158,7 +157,7 @@ def delete_customer(
 
 
 def detach_payment_method(
-    uow: UnitOfWork, providers: ProviderRegistry, cache: Cache, scope: Scope, customer_id: str,
+    uow: UnitOfWork, providers: ProviderRegistry, scope: Scope, customer_id: str,
     method_id: str,
 ) -> PaymentMethod:
     """Detach one payment method (at the provider too) unless a subscription still uses it."""
@@ -178,13 +177,12 @@ def detach_payment_method(
             f"Subscription {in_use} pays with this payment method; give it another first.",
             code="payment_method_in_use",
         )
-    _detach(uow, providers, cache, scope, method)
+    _detach(uow, providers, scope, method)
     return method
 
 
 def _detach(
-    uow: UnitOfWork, providers: ProviderRegistry, cache: Cache, scope: Scope,
-    method: PaymentMethod,
+    uow: UnitOfWork, providers: ProviderRegistry, scope: Scope, method: PaymentMethod,
 ) -> None:
     provider = method.provider.value
     try:
@@ -199,8 +197,6 @@ def _detach(
                           "nothing was changed.", code=exc.code) from exc
     method.deleted_at = utcnow()
     outbox.record_payment_method(uow.session, "payment_method.detached", method)
-    method_id = method.id
-    uow.after_commit(lambda: cache.invalidate_payment_method(scope, method_id))  # for /pay
 
 
 def _erase(session: Session, customer: Customer) -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, func, select
 
-from app.cache import Cache
 from app.clock import utcnow
 from app.events import outbox
 from app.ids import new_id
@@ -21,14 +19,22 @@ from app.models import (
     Refund,
     RefundStatus,
 )
-from app.models.uow import UnitOfWork
+from app.models.uow import Requirement, UnitOfWork
 from app.services.errors import Conflict, Invalid
 from app.services.scope import Scope
+
+#: The payment method is in scope, attached, and the customer's: checked by the INSERT itself.
+_OWNED = select(PaymentMethod.id).where(
+    PaymentMethod.id == bindparam("owned_method"),
+    PaymentMethod.customer_id == bindparam("owned_customer"),
+    PaymentMethod.tenant_id == bindparam("owned_tenant"),
+    PaymentMethod.livemode == bindparam("owned_livemode"),
+    PaymentMethod.deleted_at.is_(None),
+).exists()
 
 
 def create_payment(
     uow: UnitOfWork,
-    cache: Cache,
     scope: Scope,
     *,
     amount: int,
@@ -38,29 +44,28 @@ def create_payment(
     description: str | None,
     metadata: dict[str, Any],
 ) -> Payment:
-    """Record a pending one-time payment and its `payment.created` event; charge after commit."""
-    method = cache.payment_method(
-        scope, payment_method_id, lambda: _method_owner(uow.session, scope, payment_method_id)
-    )
-    if method is None or method["customer_id"] != customer_id:  # the customer's own method
+    """Record a pending one-time payment and its `payment.created` event; charge after commit.
+
+    The payment is written only with the customer's own payment method (checked by the same
+    statement); otherwise nothing is written and the refusal names what is wrong.
+    """
+    def refuse() -> NoReturn:
         scope.get(uow.session, Customer, customer_id)  # implies the customer; else say which
         scope.get(uow.session, PaymentMethod, payment_method_id)
         raise Invalid("payment_method_id", "This payment method belongs to another customer.")
+
     payment = pending_payment(
         tenant_id=scope.tenant_id, livemode=scope.livemode, customer_id=customer_id,
         payment_method_id=payment_method_id, amount=amount, currency=currency,
         description=description, metadata=metadata,
     )
     uow.insert(payment)  # at the commit, in one statement with its event (and Idempotency-Key)
+    uow.require(Requirement(_OWNED, {
+        "owned_method": payment_method_id, "owned_customer": customer_id,
+        "owned_tenant": scope.tenant_id, "owned_livemode": scope.livemode}, refuse))
     outbox.record_payment(uow.session, "payment.created", payment)
     uow.enqueue("charge_payment", payment.id)
     return payment
-
-
-def _method_owner(session: Session, scope: Scope, method_id: str) -> dict[str, Any] | None:
-    query = scope.query(PaymentMethod).where(PaymentMethod.id == method_id)
-    customer_id = session.scalar(query.with_only_columns(PaymentMethod.customer_id))
-    return None if customer_id is None else {"customer_id": customer_id}
 
 
 def pending_payment(

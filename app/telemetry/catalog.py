@@ -34,7 +34,7 @@ PAYMENT_OUTCOMES = ("succeeded", "failed", "unknown", "requires_action")
 HTTP_OUTCOMES = ("2xx", "3xx", "4xx", "5xx")
 QUEUES = ("default", "mail", "webhooks", "clocks")
 TRANSITIONS = ("past_due", "recovered", "canceled")
-CACHES = ("api_key", "tenant", "payment_method", "plan")
+CACHES = ("api_key", "tenant", "plan")
 WEBHOOK_OUTCOMES = ("delivered", "retrying", "failed")
 
 

@@ -50,7 +50,7 @@ def burst(container: Container, tenant_id: str, customer_id: str, method_id: str
             killed.wait(120)
         with container.uow() as uow:
             payments = [
-                create_payment(uow, container.cache, scope, amount=1999,
+                create_payment(uow, scope, amount=1999,
                                currency="usd", customer_id=customer_id,
                                payment_method_id=method_id, description=None, metadata={})
                 for _ in range(10)
