@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from types import FrameType
 
@@ -73,17 +74,21 @@ def prune_job(container: Container) -> None:
 
 
 def build_scheduler(container: Container) -> BlockingScheduler:
-    """The scheduler with every job, each run at most once at a time in this process."""
+    """The scheduler with every job, each run at most once at a time in this process, and
+    each run as soon as the scheduler starts, then every interval: work that fell due while
+    no scheduler ran (a deploy, a crash) is picked up at once, not an interval later."""
     scheduler = BlockingScheduler(timezone="UTC")
     config = container.config
-    scheduler.add_job(reconcile_job, "interval", args=[container], id="reconcile",
-                      seconds=config.reconcile_interval_seconds, max_instances=1, coalesce=True)
-    scheduler.add_job(webhook_job, "interval", args=[container], id="webhooks",
-                      seconds=config.reconcile_interval_seconds, max_instances=1, coalesce=True)
-    scheduler.add_job(renewal_job, "interval", args=[container], id="renewals",
-                      seconds=config.renewal_interval_seconds, max_instances=1, coalesce=True)
-    scheduler.add_job(prune_job, "interval", args=[container], id="prune", minutes=10,
-                      max_instances=1, coalesce=True)
+    now = datetime.now(UTC)
+    jobs: list[tuple[Callable[[Container], None], str, dict[str, float]]] = [
+        (reconcile_job, "reconcile", {"seconds": config.reconcile_interval_seconds}),
+        (webhook_job, "webhooks", {"seconds": config.reconcile_interval_seconds}),
+        (renewal_job, "renewals", {"seconds": config.renewal_interval_seconds}),
+        (prune_job, "prune", {"minutes": 10}),
+    ]
+    for job, name, every in jobs:
+        scheduler.add_job(job, "interval", args=[container], id=name, next_run_time=now,
+                          max_instances=1, coalesce=True, **every)
     return scheduler
 
 

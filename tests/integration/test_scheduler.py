@@ -228,3 +228,21 @@ def test_a_subscription_held_elsewhere_is_looked_at_again_soon(
         assert all(p.period_start != end for p in cycle_payments(container, [sub_id]))
     eventually(lambda: renewed(container, [sub_id]), 30, what="the renewal")
     assert_renewed_exactly_once(container, [sub_id], end)
+
+
+def test_work_due_before_the_scheduler_started_is_claimed_at_once(
+    api: Api, worker: subprocess.Popen[bytes], container: Container, config: Config
+) -> None:
+    """A scheduler (re)started by a deploy or after a crash claims what fell due meanwhile
+    when it starts, not one interval later (here an hour)."""
+    sub_ids = subscribe_many(api, 2)
+    end = make_due(container, sub_ids)
+    env = child_env(config, RENEWAL_INTERVAL_SECONDS="3600")
+    scheduler = subprocess.Popen([sys.executable, "-m", "app.scheduler"], env=env, cwd=ROOT,
+                                 start_new_session=True)
+    try:
+        eventually(lambda: renewed(container, sub_ids), 60, what="the due subscriptions to renew")
+    finally:
+        scheduler.terminate()
+        scheduler.wait(timeout=20)
+    assert_renewed_exactly_once(container, sub_ids, end)
