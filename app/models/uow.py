@@ -108,20 +108,22 @@ class UnitOfWork:
 
     def flush(self) -> None:
         """Write, in the transaction, the objects `insert` kept and the recorded outbox
-        events: in one statement (WITH ... INSERT) when there are objects, else the events
-        in one batch."""
+        events: in one statement (WITH ... INSERT) when there is one object of each kind or
+        a requirement guards them, else a batch per table (a renewal round's payments,
+        attempts and events), and the events alone in one batch."""
         objects, self._inserts = self._inserts, []
         requirement, self._requirement = self._requirement, None
         assert requirement is None or objects, "a requirement guards the inserts of objects"
-        events = outbox.take(self.session)
-        if objects:
-            rows = [_row(o) for o in objects] + [(outbox.TABLE, e) for e in events]
+        rows = [_row(o) for o in objects] + [(outbox.TABLE, e) for e in outbox.take(self.session)]
+        one_each = len({table for table, _ in rows[:len(objects)]}) == len(objects)
+        if objects and (one_each or requirement is not None):
             statement, params = _insert_all(rows, requirement)
             written = self.session.connection().execute(statement, params).rowcount
             if requirement is not None and not written:
                 requirement.otherwise()
-        elif events:
-            self.session.execute(insert(outbox.TABLE), events)
+            return
+        for table, batch in _batches(rows):
+            self.session.execute(insert(table), batch)
 
     def commit(self) -> None:
         """Write the kept objects and the recorded outbox events, commit, then send the
@@ -158,6 +160,15 @@ def _row(obj: Base) -> tuple[Table, Row]:
         elif column.key not in row and default is not None and default.is_callable:
             row[column.key] = default.arg(None)
     return table, row
+
+
+def _batches(rows: list[tuple[Table, Row]]) -> list[tuple[Table, list[Row]]]:
+    """`rows` as executemany batches, one per table and set of columns, in the order their
+    first rows came (a payment before its attempts)."""
+    batches: dict[tuple[Table, tuple[str, ...]], list[Row]] = {}
+    for table, row in rows:
+        batches.setdefault((table, tuple(row)), []).append(row)
+    return [(table, batch) for (table, _), batch in batches.items()]
 
 
 def _insert_all(rows: list[tuple[Table, Row]],

@@ -27,6 +27,7 @@ from app.models import (
     Subscription,
     Tenant,
 )
+from app.models.uow import UnitOfWork
 from app.services import locks
 from app.services.clocks import now_for
 from app.services.payments import pending_payment
@@ -76,9 +77,10 @@ def schedule(sub: Subscription) -> None:
     sub.next_event_at = due.at if due else None
 
 
-def apply_due(session: Session, sub: Subscription, due: Due) -> Payment | None:
+def apply_due(uow: UnitOfWork, sub: Subscription, due: Due) -> Payment | None:
     """Do what fell due at `due.at`; returns a payment to charge now (`pending`) or to stop
     at its provider (`requires_action`, an expiry), if any."""
+    session = uow.session
     payment: Payment | None = None
     if due.kind == "trial_will_end":
         sub.trial_will_end_sent = True
@@ -95,7 +97,7 @@ def apply_due(session: Session, sub: Subscription, due: Due) -> Payment | None:
             plan.interval_count,
             start,
         )
-        payment = charge_period(session, sub, plan, start)
+        payment = charge_period(uow, sub, plan, start)
         if payment is None:
             _paid(session, sub)
     elif due.kind == "expire":
@@ -118,23 +120,24 @@ def apply_due(session: Session, sub: Subscription, due: Due) -> Payment | None:
 
 
 def charge_period(
-    session: Session, sub: Subscription, plan: Plan, start: datetime
+    uow: UnitOfWork, sub: Subscription, plan: Plan, start: datetime
 ) -> Payment | None:
     """The payment of the period starting at `start`, less credit; None when credit covers it."""
     amount, sub.credit_balance = apply_credit(plan.amount, sub.credit_balance)
     if amount == 0:
         return None
-    payment = subscription_payment(session, sub, amount, plan.currency, PaymentPurpose.CYCLE,
+    payment = subscription_payment(uow, sub, amount, plan.currency, PaymentPurpose.CYCLE,
                                    period_start=start)
     sub.latest_payment_id = payment.id
     return payment
 
 
 def subscription_payment(
-    session: Session, sub: Subscription, amount: int, currency: str, purpose: PaymentPurpose,
+    uow: UnitOfWork, sub: Subscription, amount: int, currency: str, purpose: PaymentPurpose,
     *, period_start: datetime | None = None, description: str | None = None,
 ) -> Payment:
-    """A pending payment of the subscription's customer with its payment method."""
+    """A pending payment of the subscription's customer with its payment method, inserted
+    at the commit (`UnitOfWork.insert`: no ORM flush; a renewal round's in one batch)."""
     payment = pending_payment(
         tenant_id=sub.tenant_id,
         livemode=sub.livemode,
@@ -147,8 +150,8 @@ def subscription_payment(
         period_start=period_start,
         description=description,
     )
-    session.add(payment)
-    outbox.record_payment(session, "payment.created", payment)
+    uow.insert(payment)
+    outbox.record_payment(uow.session, "payment.created", payment)
     return payment
 
 

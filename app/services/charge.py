@@ -35,6 +35,7 @@ from sqlalchemy import (
     case,
     func,
     insert,
+    inspect,
     literal,
     or_,
     select,
@@ -62,7 +63,7 @@ from app.models import (
     Subscription,
 )
 from app.models.prepared import Prepared, autocommit
-from app.models.uow import UnitOfWorkFactory
+from app.models.uow import UnitOfWork, UnitOfWorkFactory
 from app.providers.base import ChargeRequest, ChargeResult
 from app.providers.errors import (
     OutcomeUnknown,
@@ -403,7 +404,7 @@ def _claiming() -> Prepared:
         .order_by(found.c.id))
 
 
-def claim_held(session: Session, payments: Sequence[Payment], lease_seconds: int) -> list[Claim]:
+def claim_held(uow: UnitOfWork, payments: Sequence[Payment], lease_seconds: int) -> list[Claim]:
     """Claim pending payments this transaction created or locked, as `_claim` would.
 
     Renewals create their payments and claim them in one transaction: the same rows as a
@@ -419,7 +420,7 @@ def claim_held(session: Session, payments: Sequence[Payment], lease_seconds: int
         payment.lease_owner = lease.owner
         payment.updated_at = now
     # Renewals, retries: the customer is not there.
-    return _attempts(session, pending, lease, now)
+    return _attempts(uow, pending, lease, now)
 
 
 def waiting_claims(session: Session, payments: Sequence[Payment]) -> list[Claim]:
@@ -432,7 +433,7 @@ def waiting_claims(session: Session, payments: Sequence[Payment]) -> list[Claim]
 def _methods(session: Session, payments: Sequence[Payment]) -> dict[str, PaymentMethod]:
     if not payments:
         return {}
-    with session.no_autoflush:  # payments created in this transaction go in once, claimed
+    with session.no_autoflush:  # what the transaction changed goes in once, at the commit
         return {
             m.id: m
             for m in session.scalars(
@@ -447,10 +448,11 @@ def _by_id(payment: Payment) -> str:
     return payment.id
 
 
-def _attempts(session: Session, payments: Sequence[Payment], lease: Lease,
+def _attempts(uow: UnitOfWork, payments: Sequence[Payment], lease: Lease,
               now: datetime) -> list[Claim]:
-    """The attempt to send for each claimed payment (recorded in this transaction)."""
-    methods = _methods(session, payments)
+    """The attempt to send for each claimed payment, recorded in this transaction: with the
+    payment, when this transaction inserts it (`UnitOfWork.insert`), else by the flush."""
+    methods = _methods(uow.session, payments)
     claims = []
     for payment in payments:
         method = methods[payment.payment_method_id]
@@ -458,6 +460,8 @@ def _attempts(session: Session, payments: Sequence[Payment], lease: Lease,
         attempt, resent = _current_attempt(payment.id, last, method.provider.value, now)
         if not resent:
             payment.attempts.append(attempt)
+            if inspect(payment).transient:
+                uow.insert(attempt)
         claims.append(claim_of(payment, method, attempt, lease=lease, resent=resent))
     return claims
 

@@ -97,13 +97,13 @@ def _round(
         ).all()
         _held = list(  # in the session's identity map for apply_due, without a query each
             uow.session.scalars(select(Plan).where(Plan.id.in_({s.plan_id for s in subs})))
-        )
+        ) if subs else []
         for sub in subs:
             due = billing_cycle.next_due(sub)
             if due is None or due.at > until:
                 billing_cycle.schedule(sub)
                 continue
-            payment = billing_cycle.apply_due(uow.session, sub, due)
+            payment = billing_cycle.apply_due(uow, sub, due)
             acted.append(sub.id)
             if due.kind == "renew":
                 renewed += 1
@@ -113,7 +113,7 @@ def _round(
                 waiting.append(payment)
             elif payment is not None:
                 payments.append(payment)
-        claims = charge.claim_held(uow.session, payments, lease_seconds)
+        claims = charge.claim_held(uow, payments, lease_seconds)
         voids = charge.waiting_claims(uow.session, waiting)
         uow.commit()
     if renewed:

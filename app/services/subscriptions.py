@@ -236,7 +236,7 @@ def change_plan(
         sub.credit_balance += change.credit
         if change.charge:
             payment = billing_cycle.subscription_payment(
-                session, sub, change.charge, new.currency, PaymentPurpose.PRORATION,
+                uow, sub, change.charge, new.currency, PaymentPurpose.PRORATION,
                 description=f"Proration: {old.code} -> {new.code}",
             )
             uow.enqueue("charge_payment", payment.id)
@@ -246,7 +246,7 @@ def change_plan(
 
 
 def _charge_now(uow: UnitOfWork, sub: Subscription, plan: Plan, start: datetime) -> None:
-    payment = billing_cycle.charge_period(uow.session, sub, plan, start)
+    payment = billing_cycle.charge_period(uow, sub, plan, start)
     if payment is not None:
         uow.enqueue("charge_payment", payment.id)
 

@@ -201,15 +201,15 @@ def test_cycle_payment_is_unique_per_subscription_and_period_in_the_database(
 ) -> None:
     """Even code that skipped the row lock could not bill one period twice."""
     [sub_id] = subscribe_many(api, 1)
-    with container.session_factory() as session:
+    with container.uow() as uow:
+        session = uow.session
         sub = session.get_one(Subscription, sub_id)
         first = session.scalar(select(Payment).where(Payment.subscription_id == sub_id))
         assert first is not None and first.period_start == sub.current_period_start
         with pytest.raises(IntegrityError, match="uq_payments_cycle"):
-            billing_cycle.charge_period(session, sub, session.get_one(Plan, sub.plan_id),
+            billing_cycle.charge_period(uow, sub, session.get_one(Plan, sub.plan_id),
                                         sub.current_period_start)
-            session.flush()
-        session.rollback()
+            uow.flush()
 
 
 def test_a_subscription_held_elsewhere_is_looked_at_again_soon(

@@ -10,7 +10,8 @@ from sqlalchemy import select
 from app import render
 from app.bootstrap import Container
 from app.events import outbox
-from app.models import OutboxEvent, Payment
+from app.ids import new_id
+from app.models import AttemptStatus, OutboxEvent, Payment, PaymentAttempt
 from app.models.uow import UnitOfWork
 from app.services.payments import pending_payment
 from tests.support import Api
@@ -79,3 +80,40 @@ def test_inserted_objects_are_written_by_the_commit_with_their_events_or_not_at_
     assert [(key, payload["data"]["object"]) for key, payload in events] == [
         (kept.id, found[kept.id])] * 2
     assert events[0].payload["id"] != events[1].payload["id"]
+
+
+def test_many_inserted_objects_go_in_by_table_payments_before_their_attempts(
+    api: Api, container: Container
+) -> None:
+    """A renewal round's shape: several payments (not all with the same columns set), an
+    attempt each and their events, in batches at the commit, or not at all."""
+    customer = api.customer()
+    method = api.payment_method(customer["id"])
+
+    def record(commit: bool) -> list[Payment]:
+        with container.uow() as uow:
+            payments = [pending_payment(
+                tenant_id=api.tenant_id, livemode=False, customer_id=customer["id"],
+                payment_method_id=method["id"], amount=100 + n, currency="eur",
+                **({"description": "odd"} if n % 2 else {})) for n in range(3)]
+            for payment in payments:
+                uow.insert(payment)
+                outbox.record_payment(uow.session, "payment.created", payment)
+            for payment in payments:
+                uow.insert(PaymentAttempt(
+                    id=new_id("att"), payment_id=payment.id, number=1,
+                    status=AttemptStatus.PROCESSING, provider="sandbox",
+                    idempotency_key=f"{payment.id}:1"))
+            if commit:
+                uow.commit()
+        return payments
+
+    dropped, kept = record(False), record(True)
+    ids = [p.id for p in dropped + kept]
+    with container.session_factory() as session:
+        found = {p.id: (p.description, [a.number for a in p.attempts]) for p in
+                 session.scalars(select(Payment).where(Payment.id.in_(ids)))}
+        events = session.scalars(select(OutboxEvent.key).where(OutboxEvent.key.in_(ids))
+                                 .order_by(OutboxEvent.id)).all()
+    assert found == {p.id: (p.description, [1]) for p in kept}
+    assert events == [p.id for p in kept]
