@@ -358,10 +358,12 @@ class Bench:
         say(f"end to end: scheduler started; {self.n} renewals to go")
         before, started = cpu_snapshot(), time.monotonic()
         self.fleet.start("scheduler", [sys.executable, "-m", "app.scheduler"], env, ROOT)
-        progress, peaks = self.poll(started)
+        progress, peaks, spied = self.poll(started)
         seconds = time.monotonic() - started
         cpu = cpu_usage(before, cpu_snapshot(), self.fleet.pgids(), {os.getpid(): "bench (poll)"})
         peaks = merge_peaks(peaks, self.worker_memory())
+        # After the clock stopped: py-spy's wrap-up took seconds more under load.
+        self.profile_result = self.finish_profile(spied)
         renewed = progress[-1][1]
         return {
             "renewed": renewed,
@@ -396,8 +398,10 @@ class Bench:
                 raise RuntimeError(f"workers not ready in {timeout}s:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
 
-    def poll(self, started: float) -> tuple[list[tuple[float, int]], dict[int, float]]:
-        """(seconds, renewed so far) every 0.5 s until all N are renewed or the time is up."""
+    def poll(self, started: float) -> tuple[list[tuple[float, int]], dict[int, float],
+                                            tuple[subprocess.Popen[bytes], Path] | None]:
+        """(seconds, renewed so far) every 0.5 s until all N are renewed or the time is up;
+        the workers' peak RSS, and the profiler if one was started."""
         progress: list[tuple[float, int]] = []
         peaks: dict[int, float] = {}
         spied: tuple[subprocess.Popen[bytes], Path] | None = None
@@ -415,8 +419,7 @@ class Bench:
                 say(f"  {renewed} renewed after {elapsed:.0f} s")
             self.fleet.check_alive()
             time.sleep(0.5)
-        self.profile_result = self.finish_profile(spied)
-        return progress, peaks
+        return progress, peaks, spied
 
     def renewed(self) -> int:
         """Renewal payments that succeeded (cheap to poll; `checks` joins the subscriptions)."""
