@@ -35,7 +35,6 @@ from sqlalchemy import (
     case,
     func,
     insert,
-    inspect,
     literal,
     or_,
     select,
@@ -450,8 +449,7 @@ def _by_id(payment: Payment) -> str:
 
 def _attempts(uow: UnitOfWork, payments: Sequence[Payment], lease: Lease,
               now: datetime) -> list[Claim]:
-    """The attempt to send for each claimed payment, recorded in this transaction: with the
-    payment, when this transaction inserts it (`UnitOfWork.insert`), else by the flush."""
+    """The attempt to send for each claimed payment, inserted at the commit."""
     methods = _methods(uow.session, payments)
     claims = []
     for payment in payments:
@@ -459,9 +457,8 @@ def _attempts(uow: UnitOfWork, payments: Sequence[Payment], lease: Lease,
         last = payment.attempts[-1] if payment.attempts else None
         attempt, resent = _current_attempt(payment.id, last, method.provider.value, now)
         if not resent:
-            payment.attempts.append(attempt)
-            if inspect(payment).transient:
-                uow.insert(attempt)
+            payment.attempts.append(attempt)  # read only: for this transaction's events
+            uow.insert(attempt)
         claims.append(claim_of(payment, method, attempt, lease=lease, resent=resent))
     return claims
 
