@@ -9,13 +9,15 @@ engine and Dramatiq broker (app/bootstrap.py). The caller is bench/pay.py's tena
 (BENCH_TENANT_ID, limited to BENCH_TENANT_RATE_LIMIT) in test mode, taken as given: API keys
 are the engine's to check (it remembers them in each process: no round trip).
 
-`POST /pay` (the body and headers bench/wrk.lua sends /pay), the classic round trips of one
-payment, whatever the engine's /pay does now:
+`POST /pay` (the body and headers bench/wrk.lua sends /pay): the classic round trips of one
+payment, 3 to Redis and 5 to PostgreSQL, whatever the engine's /pay does now (where it saves
+some, e.g. its key's lock and lookup in one call, or the method's owner checked by its INSERT
+instead of a cache, this floor does not follow):
   1. Flask-Limiter's hit on the tenant's per-key limit (its application limit: a callable, as
      the engine's per-tenant limit is), WindowStorage on Redis, RateLimit-* headers: one round
      trip (a Lua script);
   2. pydantic parses and validates the body with PayRequest (model_validate_json);
-  3. redis-py reads the payment method's owner (the engine's Redis cache): one GET;
+  3. redis-py reads the payment method's owner from a cache: one GET;
   4. SQLAlchemy Core on a Connection of the engine's Engine (its pool, no pre-ping), the
      statements built once from the engine's tables with bound parameters: BEGIN (psycopg2's),
      the advisory transaction lock of (tenant, mode, Idempotency-Key), the lookup of the key's
