@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import ClauseElement, Connection, CursorResult
 from sqlalchemy.dialects.postgresql import psycopg2
-from sqlalchemy.orm import Session
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import NullType
 
@@ -58,15 +58,15 @@ class Prepared:
 
 
 @contextmanager
-def autocommit(session: Session) -> Iterator[Connection]:
-    """The new session's connection, each statement committed on its own: a one-statement
-    transaction in one round trip. Switched by the driver: SQLAlchemy's AUTOCOMMIT option
-    also sends a SET each time it switches the connection back."""
-    connection = session.connection()
-    driver = connection.connection.dbapi_connection
+def autocommit(connection: PoolProxiedConnection) -> Iterator[None]:
+    """Each statement on this pooled connection (new: no transaction begun) commits on its
+    own while the block runs: a one-statement transaction in one round trip. Switched on the
+    driver: SQLAlchemy's AUTOCOMMIT option also sends a SET each time it switches back."""
+    driver = connection.dbapi_connection
     assert driver is not None
     driver.autocommit = True
     try:
-        yield connection
+        yield
     finally:
-        driver.autocommit = False
+        if not driver.closed:  # a lost connection: the pool throws it away
+            driver.autocommit = False

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.ids import new_id
+from app.models.prepared import autocommit
 from app.models.sandbox import SandboxCharge, SandboxRefund
 from app.providers.base import CardDetails, ChargeRequest, ChargeResult, RefundRequest, RefundResult
 from app.providers.errors import (
@@ -198,27 +199,28 @@ class SandboxProvider:
         """Insert each charge once per idempotency key: key -> (charge id, how it stands:
         `created` now, `answered` before, or still `in_flight`).
 
-        Its own transaction, as an outside provider's ledger would be.
+        Its own transactions, as an outside provider's ledger would be: one statement each,
+        in autocommit (the insert alone, unless some keys were there before).
         """
         connection = self._engine.raw_connection()
         try:
-            cursor = connection.cursor()
-            # In key order: two batches sharing keys then wait on each other without deadlock.
-            rows = sorted((r.idempotency_key, new_id("ch"), r.tenant_id, r.payment_id, r.amount,
-                           r.currency, _slow(r)) for r in requests)
-            created = dict(execute_values(cursor, _INSERT_CHARGES, rows, page_size=len(rows),
-                                          template=_CHARGE_ROW, fetch=True))
-            found = {key: (charge_id, "created") for key, charge_id in created.items()}
-            missing = [r.idempotency_key for r in requests if r.idempotency_key not in created]
-            if missing:
-                cursor.execute(_CHARGES_BY_KEY, (missing,))
-                found.update((key, (charge_id, "in_flight" if pending else "answered"))
-                             for key, charge_id, pending in cursor.fetchall())
-            cursor.close()
-            connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
+            with autocommit(connection):
+                cursor = connection.cursor()
+                # In key order: two batches sharing keys then wait on each other without
+                # deadlock.
+                rows = sorted((r.idempotency_key, new_id("ch"), r.tenant_id, r.payment_id,
+                               r.amount, r.currency, _slow(r)) for r in requests)
+                created = dict(execute_values(cursor, _INSERT_CHARGES, rows,
+                                              page_size=len(rows), template=_CHARGE_ROW,
+                                              fetch=True))
+                found = {key: (charge_id, "created") for key, charge_id in created.items()}
+                missing = [r.idempotency_key for r in requests
+                           if r.idempotency_key not in created]
+                if missing:
+                    cursor.execute(_CHARGES_BY_KEY, (missing,))
+                    found.update((key, (charge_id, "in_flight" if pending else "answered"))
+                                 for key, charge_id, pending in cursor.fetchall())
+                cursor.close()
         finally:
             connection.close()  # back to the pool
         return found

@@ -276,15 +276,19 @@ def _claim(uows: UnitOfWorkFactory, payment_ids: Sequence[str], lease_seconds: i
               "until": now + timedelta(seconds=lease_seconds), "count": count,
               "fresh": now - timedelta(seconds=mates.fresh_seconds if mates else 0),
               "attempt_ids": [new_id("att") for _ in range(len(payment_ids) + count)]}
-    claims = []
-    with uows() as uow, autocommit(uow.session) as connection:
-        for row in _claiming().execute(connection, values):
-            attempt = PaymentAttempt(number=row.number, provider=row.attempt_provider,
-                                     idempotency_key=row.idempotency_key,
-                                     provider_reference=row.provider_reference)
-            claims.append(claim_of(row, row, attempt, lease=lease, resent=not row.new,
-                                   signing_up=bool(row.signing_up)))
-    return claims
+    with uows() as uow:
+        connection = uow.session.connection()
+        with autocommit(connection.connection):
+            return [_claim_of(row, lease) for row in _claiming().execute(connection, values)]
+
+
+def _claim_of(row: Row[Any], lease: Lease) -> Claim:
+    """The claim of one row `_claiming` returned: a new attempt, or one sent before."""
+    attempt = PaymentAttempt(number=row.number, provider=row.attempt_provider,
+                             idempotency_key=row.idempotency_key,
+                             provider_reference=row.provider_reference)
+    return claim_of(row, row, attempt, lease=lease, resent=not row.new,
+                    signing_up=bool(row.signing_up))
 
 
 def _table(model: type[Base]) -> Table:
