@@ -48,9 +48,9 @@ class Config:
     payment_lease_seconds: int = 60
     # One-time payments claimed, charged and settled together by one charge_payment message
     charge_batch_size: int = 32
-    # A charge_payment message younger than this waits out the rest before claiming, so the
-    # payments made meanwhile join its batch (0: claim at once)
-    charge_linger_ms: int = 20
+    # How long a young charge_payment message may wait before claiming, so the payments
+    # made meanwhile join one batch (0: claim at once; app/jobs/actors.py, _Window)
+    charge_linger_ms: int = 40
     dramatiq_heartbeat_timeout_ms: int = 60_000
     breaker_failure_threshold: int = 5
     breaker_recovery_seconds: int = 30

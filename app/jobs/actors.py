@@ -6,6 +6,7 @@ Their retries are the broker's Retries middleware, configured once in the compos
 
 from __future__ import annotations
 
+import threading
 import time
 
 import dramatiq
@@ -33,12 +34,12 @@ def charge_payment(payment_id: str) -> None:
     CHARGE_BATCH_SIZE - 1 other pending one-time payments: their own messages then find
     them claimed and do nothing.
 
-    A message younger than CHARGE_LINGER_MS first waits out the rest, so the payments made
-    meanwhile ride in its batch; under load messages are older than that when they are
+    A message younger than CHARGE_LINGER_MS first waits (`_Window`), so the payments made
+    meanwhile ride in one batch; under load messages are older than that when they are
     taken, and nobody waits.
     """
     c = container()
-    _linger(c.config.charge_linger_ms)
+    _window.wait(c.config.charge_linger_ms)
     mates = charge.Mates(c.config.charge_batch_size - 1, c.config.reconcile_stale_seconds)
     retry = charge.charge_payments(c.uow, c.providers, [payment_id], mates=mates,
                                    lease_seconds=c.config.payment_lease_seconds)
@@ -55,14 +56,30 @@ def charge_payment(payment_id: str) -> None:
             raise dramatiq.Retry(str(error), delay=delay) from error  # the provider's Retry-After
 
 
-def _linger(window_ms: int) -> None:
-    """Sleep until the current message is `window_ms` old (at most `window_ms`)."""
-    message = CurrentMessage.get_current_message()
-    if message is None or window_ms <= 0:
-        return
-    age_ms = time.time() * 1000 - message.message_timestamp
-    if age_ms < window_ms:
-        time.sleep(min(window_ms - age_ms, window_ms) / 1000)
+class _Window:
+    """When this process's young charge messages claim. The first one taken while no window
+    is open opens one, which ends when that message is CHARGE_LINGER_MS old; each message
+    taken before then waits for that same end, so their payments ride in one batch, and
+    each waits at most the window (most of them much less)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ends = 0.0
+
+    def wait(self, window_ms: int) -> None:
+        message = CurrentMessage.get_current_message()
+        if message is None or window_ms <= 0:
+            return
+        now, window = time.time(), window_ms / 1000
+        with self._lock:
+            if self._ends <= now:  # a message sent "later" than now (clock skew) waits no more
+                self._ends = min(message.message_timestamp / 1000 + window, now + window)
+            ends = self._ends
+        if ends > now:
+            time.sleep(ends - now)
+
+
+_window = _Window()
 
 
 def _held_ms(error: TransientProviderError) -> int | None:
