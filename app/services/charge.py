@@ -59,6 +59,7 @@ from app.models import (
     PaymentAttempt,
     PaymentMethod,
     PaymentStatus,
+    Provider,
     Subscription,
 )
 from app.models.prepared import Prepared, autocommit
@@ -236,7 +237,7 @@ def give_up(uows: UnitOfWorkFactory, payment_id: str) -> None:
         _count_settled(payment.attempts[-1].provider, payment.livemode, "failed")
 
 
-def claim_of(payment: Payment | Row[Any], method: PaymentMethod | Row[Any],
+def claim_of(payment: Payment | Row[Any], method: PaymentMethod | Row[*tuple[Any, ...]],
              attempt: PaymentAttempt, *,
              signing_up: bool = False, lease: Lease | None = None,
              resent: bool = False) -> Claim:
@@ -433,18 +434,16 @@ def waiting_claims(session: Session, payments: Sequence[Payment]) -> list[Claim]
             for p in sorted(payments, key=_by_id)]
 
 
-def _methods(session: Session, payments: Sequence[Payment]) -> dict[str, PaymentMethod]:
+def _methods(session: Session,
+             payments: Sequence[Payment]) -> dict[str, Row[str, Provider, str]]:
+    """The provider and token of each payment's method: plain rows, not 200 ORM objects
+    a renewal message."""
     if not payments:
         return {}
     with session.no_autoflush:  # what the transaction changed goes in once, at the commit
-        return {
-            m.id: m
-            for m in session.scalars(
-                select(PaymentMethod).where(
-                    PaymentMethod.id.in_({p.payment_method_id for p in payments})
-                )
-            )
-        }
+        return {m.id: m for m in session.execute(
+            select(PaymentMethod.id, PaymentMethod.provider, PaymentMethod.token)
+            .where(PaymentMethod.id.in_({p.payment_method_id for p in payments})))}
 
 
 def _by_id(payment: Payment) -> str:
