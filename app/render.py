@@ -25,7 +25,10 @@ def timestamp(value: datetime | None) -> str | None:
     """RFC 3339 in UTC with a Z, to the second."""
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # isoformat is half the CPU of strftime, and an event renders a dozen timestamps.
+    return value.isoformat(timespec="seconds")[:19] + "Z"
 
 
 def customer(c: Customer) -> Json:

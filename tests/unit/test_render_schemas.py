@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from hypothesis import given, settings
@@ -112,3 +112,9 @@ def test_deleted() -> None:
         output = render.deleted(obj)
         documented(output, schemas.Deleted)
         assert output == {"id": obj.id, "object": kind, "deleted": True}
+
+
+@given(st.datetimes(min_value=datetime(1000, 1, 1), timezones=st.sampled_from(
+    [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))])))
+def test_timestamps_are_rfc3339_in_utc_to_the_second(value: datetime) -> None:
+    assert render.timestamp(value) == value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
