@@ -100,6 +100,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=900.0, help="end-to-end limit, s")
     parser.add_argument("--profile", action="store_true", help="py-spy the workers meanwhile")
     parser.add_argument("--profile-seconds", type=int, default=15)
+    parser.add_argument("--profile-gil", action="store_true",
+                        help="sample only threads holding the GIL (where the CPU goes)")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                         help="first wait up to this long for the machine to be >= 80%% idle")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
@@ -436,7 +438,8 @@ class Bench:
         master = self.fleet.running["dramatiq"]
         out = self.args.out.parent / "renewals-profile-workers.txt"
         say(f"  py-spy on the workers for {self.args.profile_seconds} s")
-        return spy.record(master.pid, self.args.profile_seconds, out), out
+        return spy.record(master.pid, self.args.profile_seconds, out,
+                          gil=self.args.profile_gil), out
 
     def finish_profile(self, spied: tuple[subprocess.Popen[bytes], Path] | None) -> Any:
         if spied is None:

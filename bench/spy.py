@@ -18,8 +18,13 @@ from typing import Any
 _LINE = re.compile(r":\d+\)$")
 
 
-def record(pid: int, seconds: int, out: Path, *, idle: bool = False) -> subprocess.Popen[bytes]:
-    """Start sampling `pid` and its children for `seconds`; raw collapsed stacks go to `out`."""
+def record(pid: int, seconds: int, out: Path, *, idle: bool = False,
+           gil: bool = False) -> subprocess.Popen[bytes]:
+    """Start sampling `pid` and its children for `seconds`; raw collapsed stacks go to `out`.
+
+    `gil`: only the thread holding the GIL, i.e. where the CPU goes; otherwise a thread
+    waiting to take the GIL back (after I/O) is sampled where it waits, as if it ran.
+    """
     binary = shutil.which("py-spy") or str(Path(__file__).resolve().parents[1] / ".venv/bin/py-spy")
     argv = [
         binary,
@@ -39,6 +44,8 @@ def record(pid: int, seconds: int, out: Path, *, idle: bool = False) -> subproce
     ]
     if idle:
         argv.append("--idle")
+    if gil:
+        argv.append("--gil")
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
