@@ -10,6 +10,7 @@ or kept from a transaction that rolled back.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.events import outbox
 from app.models.base import Base
+from app.models.prepared import Prepared
 
 Row = dict[str, Any]
 
@@ -118,7 +120,9 @@ class UnitOfWork:
         one_each = len({table for table, _ in rows[:len(objects)]}) == len(objects)
         if objects and (one_each or requirement is not None):
             statement, params = _insert_all(rows, requirement)
-            written = self.session.connection().execute(statement, params).rowcount
+            connection = self.session.connection()
+            written = (statement.execute(connection, params) if isinstance(statement, Prepared)
+                       else connection.execute(statement, params)).rowcount
             if requirement is not None and not written:
                 requirement.otherwise()
             return
@@ -172,7 +176,7 @@ def _batches(rows: list[tuple[Table, Row]]) -> list[tuple[Table, list[Row]]]:
 
 
 def _insert_all(rows: list[tuple[Table, Row]],
-                requirement: Requirement | None) -> tuple[Insert, Row]:
+                requirement: Requirement | None) -> tuple[Insert | Prepared, Row]:
     """One INSERT of `rows` and its parameters: WITH ... INSERT when they go to several
     tables, each table's rows in the order given; each row only if the requirement holds."""
     tables: dict[Table, list[Row]] = {}
@@ -186,13 +190,17 @@ def _insert_all(rows: list[tuple[Table, Row]],
     return _statement(shape, requirement.condition), {**params, **requirement.params}
 
 
+_names = itertools.count()
+
+
 @lru_cache(maxsize=256)
 def _statement(shape: tuple[tuple[Table, tuple[tuple[str, ...], ...]], ...],
-               condition: Exists | None) -> Insert:
+               condition: Exists | None) -> Insert | Prepared:
     """The INSERT of rows of this shape (per table, each row's columns), values bound by name,
-    as VALUES, or, with a `condition`, as SELECT ... WHERE condition: built once per shape, and
-    compiled once too when each table has one row (SQLAlchemy does not cache the compiled form
-    of multi-row VALUES)."""
+    as VALUES, or, with a `condition`, as SELECT ... WHERE condition: built once per shape.
+    When each table has one row (a request's own writes: POST /pay's payment, its event and
+    its Idempotency-Key), prepared on each connection (app/models/prepared.py): planned once
+    there, not at every run, and no SQLAlchemy compile-cache lookup either."""
     inserts = []
     for t, (table, batch) in enumerate(shape):
         values = [{column: bindparam(f"p{t}_{r}_{column}", type_=table.c[column].type)
@@ -207,7 +215,10 @@ def _statement(shape: tuple[tuple[Table, tuple[tuple[str, ...], ...]], ...],
         inserts.append(insert(table).from_select(
             list(batch[0]), selects[0] if len(selects) == 1 else union_all(*selects)))
     *first, last = inserts
-    return last.add_cte(*(s.cte(f"insert_{n}") for n, s in enumerate(first)))
+    statement = last.add_cte(*(s.cte(f"insert_{n}") for n, s in enumerate(first)))
+    if any(len(batch) > 1 for _, batch in shape):
+        return statement
+    return Prepared(f"uow_insert_{next(_names)}", statement)
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
