@@ -55,12 +55,6 @@ class Container:
         return sessionmaker(self.engine, expire_on_commit=False)
 
     @cached_property
-    def read_sessions(self) -> sessionmaker[Session]:
-        """Sessions of the read side on the primary: in autocommit, so a read of one
-        statement is one round trip (no BEGIN, no ROLLBACK)."""
-        return _reading(self.engine)
-
-    @cached_property
     def replicas(self) -> Replicas | None:
         """The read replicas of DATABASE_REPLICA_URLS (None: every read on the primary)."""
         if not self.config.database_replica_urls:
@@ -71,7 +65,7 @@ class Container:
         members = []
         for url in urls:
             engine = self._engine(url)
-            members.append(Replica(replica_name(url), engine, _reading(engine)))
+            members.append(Replica(replica_name(url), engine, sessionmaker(engine)))
         return Replicas(self.engine, members, self.cache.client, self.config.redis_namespace,
                         self.config.replica_max_lag_seconds)
 
@@ -187,10 +181,6 @@ class Container:
             self.broker.enqueue(message, delay=delay_ms)
         except redis.RedisError:
             log.warning("enqueue failed; reconciliation will retry", extra={"actor": actor_name})
-
-
-def _reading(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
 
 def redis_options(config: Config) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def reader() -> Reader:
     """Where this request's reads run (GETs go through app.services.queries)."""
     built = container()
     key_id = caller().key_id if "caller" in g else None
-    return Reader(built.read_sessions, built.cache, built.replicas, key_id)
+    return Reader(built.session_factory, built.cache, built.replicas, key_id)
 
 
 def remember_writes(response: Response) -> Response:

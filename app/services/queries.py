@@ -8,7 +8,8 @@ replayed the caller's last write when there is one, else the primary.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from app.models import (
     WebhookEndpoint,
 )
 from app.models.base import TenantOwned
+from app.models.prepared import autocommit
 from app.replicas import Replica, Replicas, parse_lsn
 from app.services.clocks import get_clock
 from app.services.errors import Forbidden, NotFound
@@ -55,7 +57,8 @@ class Reader:
 
         On a replica that has replayed this caller's last write, else on the primary;
         `fresh`: on the primary (a cache fill, the sandbox ledger). A replica that fails
-        mid-read costs a retry on the primary, never an error.
+        mid-read costs a retry on the primary, never an error. In autocommit, so a read of
+        one statement is one round trip (no BEGIN, no ROLLBACK).
         """
         if fresh or self.replicas is None:
             return self._on(self.primary, read)
@@ -64,7 +67,7 @@ class Reader:
         if chosen is not None:
             replica, caught_up = chosen
             try:
-                with replica.sessions() as session:
+                with _reading(replica.sessions) as session:
                     if caught_up or self._replayed(session, replica) >= needed:
                         return read(session)
             except (OperationalError, InterfaceError) as exc:
@@ -75,13 +78,21 @@ class Reader:
 
     @staticmethod
     def _on(sessions: sessionmaker[Session], read: Callable[[Session], T]) -> T:
-        with sessions() as session:
+        with _reading(sessions) as session:
             return read(session)
 
     @staticmethod
     def _replayed(session: Session, replica: Replica) -> int:
         replica.saw(parse_lsn(session.scalar(text("SELECT pg_last_wal_replay_lsn()"))))
         return replica.replayed
+
+
+@contextmanager
+def _reading(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A new session in autocommit, switched by the driver (SQLAlchemy's AUTOCOMMIT option
+    would send a SET, a round trip, each time the pool takes the connection back)."""
+    with sessions() as session, autocommit(session.connection().connection):
+        yield session
 
 
 def payment(reader: Reader, scope: Scope, payment_id: str) -> Json:
