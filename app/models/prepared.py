@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import ClauseElement, Connection, CursorResult
+from sqlalchemy import ClauseElement, Connection, CursorResult, Select
 from sqlalchemy.dialects.postgresql import psycopg2
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -43,6 +43,9 @@ class Prepared:
         self._execute = f"EXECUTE {name} ({', '.join(['%s'] * len(binds))})"
         self._params = [(bind.key, bind.required, bind.value,
                          bind.type.bind_processor(_DIALECT)) for bind in binds]
+        columns = statement.selected_columns if isinstance(statement, Select) else ()
+        self._results = [column.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None)
+                         for column in columns]
 
     def execute(self, connection: Connection, values: Mapping[str, Any]) -> CursorResult[Any]:
         """Run it on `connection` (preparing it there first if need be) with these values."""
@@ -55,6 +58,13 @@ class Prepared:
             value = values[key] if required else constant
             params.append(process(value) if process is not None else value)
         return connection.exec_driver_sql(self._execute, tuple(params))
+
+    def rows(self, connection: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """A SELECT's rows, each value as SQLAlchemy's result gives it (an enum column's
+        as its Python enum, ...)."""
+        return [tuple(value if process is None or value is None else process(value)
+                      for process, value in zip(self._results, row, strict=True))
+                for row in self.execute(connection, values)]
 
 
 @contextmanager
