@@ -14,7 +14,7 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import cache, lru_cache, partial
 from types import TracebackType
 from typing import Any, NoReturn, Protocol
 
@@ -30,7 +30,8 @@ from sqlalchemy import (
     select,
     union_all,
 )
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Mapper, Session, sessionmaker
+from sqlalchemy.sql.schema import ColumnDefault
 
 from app.events import outbox
 from app.models.base import Base
@@ -153,17 +154,27 @@ def _row(obj: Base) -> tuple[Table, Row]:
     """The table of a new object and its row: the attributes set, and the Python-side
     defaults of the others as a flush would apply them."""
     state = inspect(obj)
-    table = state.mapper.local_table
-    assert isinstance(table, Table)
-    row = {prop.columns[0].key: state.dict[prop.key]
-           for prop in state.mapper.column_attrs if prop.key in state.dict}
-    for column in table.columns:
-        default = column.default
-        if column.key not in row and default is not None and default.is_scalar:
-            row[column.key] = default.arg
-        elif column.key not in row and default is not None and default.is_callable:
-            row[column.key] = default.arg(None)
+    table, columns, defaults = _layout(state.mapper)
+    values = state.dict
+    row = {column: values[attribute] for attribute, column in columns if attribute in values}
+    for column, default in defaults:
+        if column not in row:
+            row[column] = default.arg if default.is_scalar else default.arg(None)
     return table, row
+
+
+@cache
+def _layout(mapper: Mapper[Any]) -> tuple[Table, tuple[tuple[str, str], ...],
+                                           tuple[tuple[str, ColumnDefault], ...]]:
+    """A mapped class's table, its (attribute, column) pairs and its columns' Python-side
+    defaults (a scalar or a callable): looked up once, not for every new object."""
+    table = mapper.local_table
+    assert isinstance(table, Table)
+    columns = tuple((prop.key, prop.columns[0].key) for prop in mapper.column_attrs)
+    defaults = tuple((column.key, column.default) for column in table.columns
+                     if isinstance(column.default, ColumnDefault)
+                     and (column.default.is_scalar or column.default.is_callable))
+    return table, columns, defaults
 
 
 def _batches(rows: list[tuple[Table, Row]]) -> list[tuple[Table, list[Row]]]:
