@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import base64
-import os
 import re
-import threading
+import secrets
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lowercase
@@ -19,13 +18,6 @@ PREFIXES = frozenset(
 
 
 _DIGITS = re.compile(f"[{_ALPHABET}]{{26}}")
-#: Random bytes drawn from the OS per system call (a thread's next 409 ids): os.urandom
-#: releases the GIL, and under a busy worker each release waited for it again, six times a
-#: renewal (a quarter of the workers' samples in bench/renewals.py).
-_CHUNK = 4096
-_RANDOM = threading.local()
-# A forked child must not hand out the random bits its parent already did.
-os.register_at_fork(after_in_child=lambda: _RANDOM.__dict__.clear())
 
 
 def is_id(value: object, prefix: str) -> bool:
@@ -38,18 +30,7 @@ def new_id(prefix: str) -> str:
     """A new id like `pay_01j...`: 48-bit millisecond time then 80 random bits, base32."""
     if prefix not in PREFIXES:
         raise ValueError(f"unknown id prefix {prefix!r}")
-    return f"{prefix}_{encode(time.time_ns() // 1_000_000 << 80 | _random80())}"
-
-
-def _random80() -> int:
-    """80 bits from the OS's CSPRNG, out of this thread's buffer of them."""
-    buffer: bytes = getattr(_RANDOM, "buffer", b"")
-    at: int = getattr(_RANDOM, "at", 0)
-    if at + 10 > len(buffer):
-        buffer, at = os.urandom(_CHUNK), 0
-        _RANDOM.buffer = buffer
-    _RANDOM.at = at + 10
-    return int.from_bytes(buffer[at : at + 10], "big")
+    return f"{prefix}_{encode(time.time_ns() // 1_000_000 << 80 | secrets.randbits(80))}"
 
 
 def encode(value: int) -> str:

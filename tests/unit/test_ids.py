@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -36,23 +34,3 @@ def test_new_ids_are_prefixed_and_sort_by_creation() -> None:
     assert all(re.fullmatch(r"pay_[0-9a-hjkmnp-tv-z]{26}", i) for i in ids)
     first, last = ids[0][4:14], ids[-1][4:14]  # the millisecond part
     assert first <= last
-
-
-def test_a_forked_child_draws_other_random_bits_than_its_parent() -> None:
-    new_id("pay")  # the parent's buffer of random bits is filled
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - the child reports through the pipe
-        os.write(write, new_id("pay")[14:].encode())
-        os._exit(0)
-    os.close(write)
-    os.waitpid(child, 0)
-    theirs = os.read(read, 64).decode()
-    assert theirs and theirs != new_id("pay")[14:]
-
-
-def test_ids_of_many_threads_are_unique() -> None:
-    with ThreadPoolExecutor(8) as pool:
-        ids = [i for batch in pool.map(lambda _: [new_id("evt") for _ in range(1000)], range(8))
-               for i in batch]
-    assert len(set(ids)) == len(ids)
