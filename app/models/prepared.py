@@ -1,13 +1,18 @@
 """Hot statements in one round trip each: planned once per connection (PREPARE, then
-EXECUTE) instead of on every run, and run alone in autocommit (no BEGIN, no COMMIT).
+EXECUTE) instead of on every run; one that stands alone runs in autocommit (no BEGIN, no
+COMMIT).
 
 For a big statement run again and again with new values, planning costs as much as running:
 the charge claim's CTEs took 0.45 ms to plan and 0.35 ms to run. The first run on a
 connection prepares it; the connection's pool entry remembers that for as long as the
 connection lives (a reconnect forgets it, and the next run prepares it again). PostgreSQL
-replans a prepared statement by itself after a migration changes a table it reads.
-(A pooler in transaction mode, such as PgBouncer's, would need its prepared-statement
-support turned on.)
+replans a prepared statement by itself after a migration changes a table it reads, but
+refuses to run it at all once a migration changed the type of a column it returns ("cached
+plan must not change result type", until the connection closes): then, in autocommit, it is
+prepared afresh. These are SQL-level PREPARE and EXECUTE: a pooler between the engine and
+PostgreSQL must keep each client on one server connection (PgBouncer's session mode; its
+transaction mode, even with max_prepared_statements, tracks only protocol-level prepared
+statements).
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from psycopg2.errors import FeatureNotSupported
 from sqlalchemy import ClauseElement, Connection, CursorResult, Select
 from sqlalchemy.dialects.postgresql import psycopg2
+from sqlalchemy.exc import NotSupportedError
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import NullType
@@ -48,7 +55,12 @@ class Prepared:
                          for column in columns]
 
     def execute(self, connection: Connection, values: Mapping[str, Any]) -> CursorResult[Any]:
-        """Run it on `connection` (preparing it there first if need be) with these values."""
+        """Run it on `connection` (preparing it there first if need be) with these values.
+
+        In autocommit, a run PostgreSQL refused because a migration changed the type of a
+        column the statement returns did nothing: the statement is prepared afresh and run
+        once more. (In a transaction the refusal aborts it, and is raised.)
+        """
         prepared: set[str] = connection.connection.info.setdefault(_PREPARED, set())
         if self.name not in prepared:
             connection.exec_driver_sql(self._prepare)
@@ -57,6 +69,15 @@ class Prepared:
         for key, required, constant, process in self._params:
             value = values[key] if required else constant
             params.append(process(value) if process is not None else value)
+        try:
+            return connection.exec_driver_sql(self._execute, tuple(params))
+        except NotSupportedError as error:  # "cached plan must not change result type"
+            driver = connection.connection.dbapi_connection
+            in_autocommit = driver is not None and driver.autocommit
+            if not isinstance(error.orig, FeatureNotSupported) or not in_autocommit:
+                raise
+        connection.exec_driver_sql(f"DEALLOCATE {self.name}")
+        connection.exec_driver_sql(self._prepare)
         return connection.exec_driver_sql(self._execute, tuple(params))
 
     def rows(self, connection: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
