@@ -22,10 +22,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from psycopg2.errors import FeatureNotSupported
-from sqlalchemy import ClauseElement, Connection, CursorResult, Select
+from sqlalchemy import BindParameter, ClauseElement, Connection, CursorResult, Select, literal
 from sqlalchemy.dialects.postgresql import psycopg2
 from sqlalchemy.exc import NotSupportedError
 from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.sql import visitors
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import NullType
 
@@ -35,21 +36,30 @@ _PREPARED = "prepared_statements"
 
 class Prepared:
     """One Core statement, prepared as `name` on each connection that runs it; its bound
-    parameters are passed by name to `execute` (those with a value in the statement, such
-    as enum constants, are passed for you)."""
+    parameters without a value are passed by name to `execute`."""
 
     def __init__(self, name: str, statement: ClauseElement) -> None:
-        compiled = statement.compile(dialect=_DIALECT)
+        # Constants (enum values, numbers) go into the SQL itself: as parameters, a generic
+        # plan cannot match them to a partial index's predicate, and scans the table.
+        inlined = visitors.cloned_traverse(statement, {}, {"bindparam": _inline_constant})
+        compiled = inlined.compile(dialect=_DIALECT)
         assert isinstance(compiled, SQLCompiler)
         assert compiled.positiontup is not None
-        binds = [compiled.binds[key] for key in compiled.positiontup]
+        binds = [compiled.binds[key] for key in compiled.positiontup
+                 if not compiled.binds[key].literal_execute]  # the others are $1, $2, ...
+        sql = str(compiled)
+        for rendered, bind in compiled.binds.items():
+            if bind.literal_execute:
+                sql = sql.replace(f"__[POSTCOMPILE_{rendered}]", str(literal(
+                    bind.value, bind.type).compile(dialect=_DIALECT,
+                                                   compile_kwargs={"literal_binds": True})))
+        assert "__[POSTCOMPILE" not in sql and f"${len(binds) + 1}" not in sql
         types = ["unknown" if isinstance(bind.type, NullType)
                  else _DIALECT.type_compiler_instance.process(bind.type) for bind in binds]
         self.name = name
-        self._prepare = f"PREPARE {name} ({', '.join(types)}) AS {compiled}"
+        self._prepare = f"PREPARE {name} ({', '.join(types)}) AS {sql}"
         self._execute = f"EXECUTE {name} ({', '.join(['%s'] * len(binds))})"
-        self._params = [(bind.key, bind.required, bind.value,
-                         bind.type.bind_processor(_DIALECT)) for bind in binds]
+        self._params = [(bind.key, bind.type.bind_processor(_DIALECT)) for bind in binds]
         columns = statement.selected_columns if isinstance(statement, Select) else ()
         self._results = [column.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None)
                          for column in columns]
@@ -66,9 +76,8 @@ class Prepared:
             connection.exec_driver_sql(self._prepare)
             prepared.add(self.name)
         params = []
-        for key, required, constant, process in self._params:
-            value = values[key] if required else constant
-            params.append(process(value) if process is not None else value)
+        for key, process in self._params:
+            params.append(process(values[key]) if process is not None else values[key])
         try:
             return connection.exec_driver_sql(self._execute, tuple(params))
         except NotSupportedError as error:  # "cached plan must not change result type"
@@ -86,6 +95,11 @@ class Prepared:
         return [tuple(value if process is None or value is None else process(value)
                       for process, value in zip(self._results, row, strict=True))
                 for row in self.execute(connection, values)]
+
+
+def _inline_constant(bind: BindParameter[Any]) -> None:
+    if not bind.required:
+        bind.literal_execute = True
 
 
 @contextmanager

@@ -348,7 +348,9 @@ def _claiming() -> Prepared:
         .cte("chosen")
         .prefix_with("MATERIALIZED")
     )
-    mates = claiming(payments.id.in_(select(chosen.c.id)), "mates")
+    # An ARRAY of ids (an InitPlan) looked up in the primary key, whatever the estimates.
+    mates = claiming(payments.id == any_(func.array(select(chosen.c.id).scalar_subquery())),
+                     "mates")
     claimed = union_all(select(named), select(mates)).cte("claimed")
     last = (
         select(attempts.number, attempts.status, attempts.provider, attempts.idempotency_key,
