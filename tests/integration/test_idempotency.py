@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import update
+from sqlalchemy import text, update
 from werkzeug.test import TestResponse
 
 from app.bootstrap import Container
 from app.clock import utcnow
 from app.models import IdempotencyKey
 from app.scheduler.runner import prune_job
+from app.services import idempotency
+from app.services.scope import Scope
 from tests.integration.checks import assert_problem, rows
 from tests.support import Api, eventually
 
@@ -201,3 +204,37 @@ def test_keys_are_kept_at_least_24_hours(api: Api, container: Container) -> None
     prune_job(container)
     fresh = api.ok(pay(api, {**body, "amount": 1}, key), 202)
     assert fresh["id"] != created["id"]
+
+
+def _scalar(container: Container, sql: str) -> Any:
+    with container.engine.connect() as connection:
+        return connection.scalar(text(sql))
+
+
+def test_a_response_committed_just_before_the_lock_is_granted_is_replayed(
+    api: Api, container: Container
+) -> None:
+    """The second request's statement starts (and takes its snapshot) while the first still
+    holds the key; the first stores its response and commits; only then is the lock granted
+    to the second: it must read that response (idempotency_claim reads with a snapshot taken
+    after the lock), not find none and do the work again."""
+    scope, key = Scope(api.tenant_id, False), uuid.uuid4().hex
+    waiting = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+               " AND query LIKE '%idempotency_claim%' AND datname = current_database()")
+    with container.uow() as first, container.engine.connect() as second, \
+            ThreadPoolExecutor(1) as pool:
+        assert idempotency.claim(first.session, scope, key) == idempotency.Claim(True, None)
+        first.session.execute(text("SELECT id FROM tenants WHERE id = :id FOR UPDATE"),
+                              {"id": api.tenant_id})
+        idempotency.store(first, scope, key, fingerprint="f", status=202, body={"id": "x"},
+                          headers={})
+        # The tenant's row lock holds the second request's statement after its snapshot and
+        # before its claim (whose argument is that row).
+        claiming = pool.submit(lambda: second.exec_driver_sql(
+            "SELECT c.claimed, c.request_hash FROM (SELECT id FROM tenants WHERE id = %s"
+            " FOR UPDATE) t, LATERAL idempotency_claim(t.id, false, %s) c",
+            (api.tenant_id, key)).one())
+        eventually(lambda: _scalar(container, waiting), what="the second request waiting")
+        first.commit()
+        assert tuple(claiming.result(timeout=30)) == (True, "f")
+        second.rollback()
