@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy import bindparam, inspect, select, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app import render
 from app.cache import Cache
@@ -119,8 +120,8 @@ def payment(reader: Reader, scope: Scope, payment_id: str) -> Json:
         fields = len(_PAYMENT_FIELDS)
         attempts = [PaymentAttempt(**dict(zip(_ATTEMPT_FIELDS, row[fields:], strict=True)))
                     for row in rows if row[fields] is not None]
-        found = Payment(**dict(zip(_PAYMENT_FIELDS, rows[0][:fields], strict=False)),
-                        attempts=attempts)
+        found = Payment(**dict(zip(_PAYMENT_FIELDS, rows[0][:fields], strict=True)))
+        set_committed_value(found, "attempts", attempts)  # as loaded: no collection events
         return render.payment(found)
 
     return reader.run(read)
