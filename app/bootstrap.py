@@ -12,7 +12,7 @@ import psycopg2
 import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage, Retries, default_middleware
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -70,7 +70,7 @@ class Container:
                         self.config.replica_max_lag_seconds)
 
     def _engine(self, url: str) -> Engine:
-        return create_engine(
+        engine = create_engine(
             url,
             pool_size=self.config.db_pool_size,
             max_overflow=self.config.db_pool_size,
@@ -84,6 +84,8 @@ class Container:
                            f" -c lock_timeout={self.config.db_lock_timeout_ms}",
             },
         )
+        event.listen(engine, "checkin", _out_of_autocommit)
+        return engine
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -181,6 +183,15 @@ class Container:
             self.broker.enqueue(message, delay=delay_ms)
         except redis.RedisError:
             log.warning("enqueue failed; reconciliation will retry", extra={"actor": actor_name})
+
+
+def _out_of_autocommit(driver: Any, _record: Any) -> None:
+    """Every connection goes back to the pool out of autocommit, even one whose
+    `prepared.autocommit` block an asynchronous exception (a Dramatiq time limit) cut before
+    it could switch back: its next user's transaction must not commit statement by
+    statement."""
+    if driver is not None and not driver.closed and driver.autocommit:
+        driver.autocommit = False
 
 
 def redis_options(config: Config) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from psycopg2.extensions import TRANSACTION_STATUS_INTRANS
 from sqlalchemy import Column, MetaData, String, Table, bindparam, select
 
-from app.bootstrap import Container
+from app.bootstrap import Container, build
+from app.config import Config
 from app.models.prepared import Prepared, autocommit
 
 
@@ -39,3 +41,23 @@ def test_a_statement_prepared_before_a_migration_changed_a_column_type_runs_afte
             connection.exec_driver_sql("DROP TABLE prepared_probe")
             connection.commit()
             connection.invalidate()  # not back to the pool with the statement prepared
+
+
+def test_a_connection_left_in_autocommit_comes_back_from_the_pool_in_transactions(
+    config: Config,
+) -> None:
+    """An asynchronous exception (a Dramatiq time limit) that lands between `autocommit`'s
+    switch and its `finally` leaves the driver in autocommit: the pool switches it back, or
+    the next user's transaction would commit statement by statement."""
+    container = build(config)  # a pool of its own: the connection returned is the one reused
+    try:
+        with container.engine.connect() as connection:
+            left = connection.connection.dbapi_connection
+            assert left is not None
+            left.autocommit = True  # as the cut block leaves it
+        with container.engine.connect() as connection:
+            assert connection.connection.dbapi_connection is left
+            connection.exec_driver_sql("SELECT 1")
+            assert left.get_transaction_status() == TRANSACTION_STATUS_INTRANS
+    finally:
+        container.engine.dispose()
