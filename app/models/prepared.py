@@ -17,6 +17,7 @@ statements).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -35,8 +36,10 @@ _PREPARED = "prepared_statements"
 
 
 class Prepared:
-    """One Core statement, prepared as `name` on each connection that runs it; its bound
-    parameters without a value are passed by name to `execute`."""
+    """One Core statement, prepared on each connection that runs it under `name` plus a hash
+    of its SQL (the same statement built again gets the same name, and never piles up on a
+    connection under a new one); its bound parameters without a value are passed by name to
+    `execute`."""
 
     def __init__(self, name: str, statement: ClauseElement) -> None:
         # Constants (enum values, numbers) go into the SQL itself: as parameters, a generic
@@ -56,9 +59,9 @@ class Prepared:
         assert "__[POSTCOMPILE" not in sql and f"${len(binds) + 1}" not in sql
         types = ["unknown" if isinstance(bind.type, NullType)
                  else _DIALECT.type_compiler_instance.process(bind.type) for bind in binds]
-        self.name = name
-        self._prepare = f"PREPARE {name} ({', '.join(types)}) AS {sql}"
-        self._execute = f"EXECUTE {name} ({', '.join(['%s'] * len(binds))})"
+        self.name = f"{name}_{hashlib.blake2b(sql.encode(), digest_size=8).hexdigest()}"
+        self._prepare = f"PREPARE {self.name} ({', '.join(types)}) AS {sql}"
+        self._execute = f"EXECUTE {self.name} ({', '.join(['%s'] * len(binds))})"
         self._params = [(bind.key, bind.type.bind_processor(_DIALECT)) for bind in binds]
         columns = statement.selected_columns if isinstance(statement, Select) else ()
         self._results = [column.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None)
@@ -85,8 +88,10 @@ class Prepared:
             in_autocommit = driver is not None and driver.autocommit
             if not isinstance(error.orig, FeatureNotSupported) or not in_autocommit:
                 raise
+        prepared.discard(self.name)  # prepared again by the next run if this one fails
         connection.exec_driver_sql(f"DEALLOCATE {self.name}")
         connection.exec_driver_sql(self._prepare)
+        prepared.add(self.name)
         return connection.exec_driver_sql(self._execute, tuple(params))
 
     def rows(self, connection: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:

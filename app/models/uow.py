@@ -10,7 +10,6 @@ or kept from a transaction that rolled back.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -201,9 +200,6 @@ def _insert_all(rows: list[tuple[Table, Row]],
     return _statement(shape, requirement.condition), {**params, **requirement.params}
 
 
-_names = itertools.count()
-
-
 @lru_cache(maxsize=256)
 def _statement(shape: tuple[tuple[Table, tuple[tuple[str, ...], ...]], ...],
                condition: Exists | None) -> Insert | Prepared:
@@ -229,7 +225,7 @@ def _statement(shape: tuple[tuple[Table, tuple[tuple[str, ...], ...]], ...],
     statement = last.add_cte(*(s.cte(f"insert_{n}") for n, s in enumerate(first)))
     if any(len(batch) > 1 for _, batch in shape):
         return statement
-    return Prepared(f"uow_insert_{next(_names)}", statement)
+    return Prepared("uow_insert", statement)
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
