@@ -37,7 +37,7 @@ from app.models.prepared import Prepared, autocommit
 from app.replicas import Replica, Replicas, parse_lsn
 from app.services.clocks import get_clock
 from app.services.errors import Forbidden, NotFound
-from app.services.scope import Scope
+from app.services.scope import Scope, missing, storable
 
 T = TypeVar("T")
 M = TypeVar("M", bound=TenantOwned)
@@ -113,10 +113,11 @@ def payment(reader: Reader, scope: Scope, payment_id: str) -> Json:
     """The payment with its attempts, read by one prepared statement (GET /payments/{id} is
     a hot path: no ORM query to build, compile-cache or load)."""
     def read(session: Session) -> Json:
-        rows = [] if "\x00" in payment_id else _PAYMENT.rows(session.connection(), {
-            "id": payment_id, "tenant_id": scope.tenant_id, "livemode": scope.livemode})
+        rows = _PAYMENT.rows(session.connection(), {
+            "id": payment_id, "tenant_id": scope.tenant_id, "livemode": scope.livemode,
+        }) if storable(payment_id) else []
         if not rows:
-            raise NotFound(f"No such {Payment.label}: '{payment_id}'")
+            raise missing(Payment, payment_id)
         fields = len(_PAYMENT_FIELDS)
         attempts = [PaymentAttempt(**dict(zip(_ATTEMPT_FIELDS, row[fields:], strict=True)))
                     for row in rows if row[fields] is not None]

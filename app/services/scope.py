@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.interfaces import ORMOption
 
 from app.models.base import TenantOwned
 from app.services.errors import NotFound
@@ -31,17 +30,14 @@ class Scope:
         deleted_at = getattr(model, "deleted_at", None)  # customers, payment methods
         return query if deleted_at is None else query.where(deleted_at.is_(None))
 
-    def get(self, session: Session, model: type[T], object_id: str, *, lock: bool = False,
-            options: Sequence[ORMOption] = ()) -> T:
-        """The object with this id in scope, or NotFound (the same for other tenants' ids);
-        `options` of the query (e.g. joinedload of a collection)."""
-        query = self.query(model).where(model.id == object_id).options(*options)
+    def get(self, session: Session, model: type[T], object_id: str, *, lock: bool = False) -> T:
+        """The object with this id in scope, or NotFound (the same for other tenants' ids)."""
+        query = self.query(model).where(model.id == object_id)
         if lock:
             query = query.with_for_update()
-        # PostgreSQL refuses NUL in text; no id has one, so such an id is simply missing.
-        found = None if "\x00" in object_id else session.scalars(query).unique().one_or_none()
+        found = session.scalar(query) if storable(object_id) else None
         if found is None:
-            raise NotFound(f"No such {model.label}: '{object_id}'")
+            raise missing(model, object_id)
         return found
 
     def page(
@@ -61,3 +57,14 @@ class Scope:
             query = query.where(model.id < starting_after)
         rows = list(session.scalars(query.order_by(model.id.desc()).limit(limit + 1)))
         return rows[:limit], len(rows) > limit
+
+
+def storable(object_id: str) -> bool:
+    """Whether an id can be looked up: PostgreSQL refuses NUL in text, and no id has one, so
+    such an id is simply missing."""
+    return "\x00" not in object_id
+
+
+def missing(model: type[TenantOwned], object_id: str) -> NotFound:
+    """The error for an id that is not in scope (the same for other tenants' ids)."""
+    return NotFound(f"No such {model.label}: '{object_id}'")
