@@ -83,6 +83,9 @@ IN_FLIGHT = (AttemptStatus.PROCESSING, AttemptStatus.UNKNOWN)
 FINAL = (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED)
 #: Payments an outcome may still settle: being charged, lost, or waiting for the customer.
 OPEN = (PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN, PaymentStatus.REQUIRES_ACTION)
+#: An attempt's idempotency key at its provider is its payment's id, this, and its number:
+#: made by the one-statement claim (SQL) and by `_current_attempt` alike.
+KEY_SEPARATOR = ":"
 
 
 @dataclass(frozen=True)
@@ -385,7 +388,7 @@ def _claiming() -> Prepared:
             select(attempt_ids[cast_(func.row_number().over(order_by=found.c.id), Integer)],
                    found.c.id,
                    number, literal(AttemptStatus.PROCESSING.value),
-                   found.c.method_provider, found.c.id + ":" + cast_(number, String),
+                   found.c.method_provider, found.c.id + KEY_SEPARATOR + cast_(number, String),
                    now, now)
             .where(or_(found.c.number.is_(None),
                        and_(*(found.c.status != status for status in IN_FLIGHT)))))
@@ -482,7 +485,7 @@ def _current_attempt(
         number=number,
         status=AttemptStatus.PROCESSING,
         provider=provider,
-        idempotency_key=f"{payment_id}:{number}",
+        idempotency_key=f"{payment_id}{KEY_SEPARATOR}{number}",
         created_at=now,
         updated_at=now,
     )
