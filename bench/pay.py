@@ -254,7 +254,7 @@ class Bench:
         self.fleet.start(name, argv, self.env, ROOT)
 
     def ceiling(self, which: str) -> dict[str, Any]:
-        """Phases 1 and 8: hello-world under the same gunicorn settings (plain wrk)."""
+        """Phases 1 and 9: hello-world under the same gunicorn settings (plain wrk)."""
         say(f"{which} ceiling: hello-world under gunicorn, wrk")
         result = self.on_hello("/", f"{which} ceiling (wrk on hello)")
         say(f"ceiling {result['requests_per_s']:.0f} req/s")
