@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import Engine, text
 from werkzeug.test import TestResponse
 
 from app.services.tenants import create_tenant
@@ -95,3 +96,13 @@ class Api:
             return None if payment["status"] in ("pending", "processing") else payment
 
         return eventually(check, timeout, what=f"{payment_id} to settle")
+
+
+def lock_waits(engine: Engine, query_like: str = "%") -> int:
+    """Sessions of this database waiting for a lock right now, running a query LIKE
+    `query_like` (a new connection: pg_stat_activity is read once per transaction)."""
+    with engine.connect() as connection:
+        return int(connection.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE :query AND datname = current_database()"), {"query": query_like})
+            or 0)

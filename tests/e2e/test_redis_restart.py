@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from tests.e2e.stack import Client, Stack
 from tests.servers import RedisServer
-from tests.support import UNLIMITED, eventually
+from tests.support import UNLIMITED, eventually, lock_waits
 
 
 def body(customer_id: str, method_id: str) -> dict[str, Any]:
@@ -30,13 +30,6 @@ def body(customer_id: str, method_id: str) -> dict[str, Any]:
 def charged_once(client: Client, payment_id: str) -> bool:
     settled = client.ok(client.get(f"/payments/{payment_id}"), 200)["status"] == "succeeded"
     return settled and len(client.charges(payment_id)) == 1
-
-
-def waiting_on_a_lock(stack: Stack) -> bool:
-    return bool(stack.scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-        " AND wait_event_type = 'Lock'"
-    ))
 
 
 def test_redis_lost_while_the_view_runs_leaves_the_payment_fully_done(
@@ -52,7 +45,7 @@ def test_redis_lost_while_the_view_runs_leaves_the_payment_fully_done(
             target=lambda: answers.append(client.post("/pay", body(customer_id, method_id), key))
         )
         request.start()
-        eventually(lambda: waiting_on_a_lock(redis_stack), what="/pay to wait in its view")
+        eventually(lambda: lock_waits(redis_stack.db), what="/pay to wait in its view")
         own_redis.stop()  # after the limiter's check, before the view commits
         holder.rollback()
     request.join(30)

@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 
 from app.bootstrap import Container
 from app.config import Config
 from app.models import Payment, PaymentAttempt
 from app.services import charge
 from tests.conftest import start_worker
-from tests.support import Api, eventually
+from tests.support import Api, eventually, lock_waits
 
 MATES = charge.Mates(count=1000, fresh_seconds=30)
 
@@ -162,15 +162,6 @@ def test_a_claim_takes_no_more_mates_than_its_count(quiet_app: Flask) -> None:
     assert all(ledger(api, payment_id) == 1 for payment_id in ids)
 
 
-def waiting_claims(c: Container) -> int:
-    """Claims waiting for a lock right now (a new transaction: pg_stat_activity is read
-    once per transaction)."""
-    with c.engine.connect() as connection:
-        return int(connection.scalar(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            " AND query LIKE 'EXECUTE charge_claim%' AND datname = current_database()")) or 0)
-
-
 def test_a_claim_takes_mates_only_once_it_holds_its_named_payment(quiet_app: Flask) -> None:
     """While it waits for its own payment (held by another transaction) it holds no mate: two
     claims never wait for each other in a cycle."""
@@ -181,7 +172,8 @@ def test_a_claim_takes_mates_only_once_it_holds_its_named_payment(quiet_app: Fla
         holder.execute(select(Payment.id).where(Payment.id == named).with_for_update())
         claiming = pool.submit(charge._claim, c.uow, [named], c.config.payment_lease_seconds,
                                MATES)
-        eventually(lambda: waiting_claims(c), what="the claim waiting for its named payment")
+        eventually(lambda: lock_waits(c.engine, "EXECUTE charge_claim%"),
+                   what="the claim waiting for its named payment")
         with c.engine.connect() as probe:
             assert probe.scalar(select(Payment.id).where(Payment.id == mate)
                                 .with_for_update(skip_locked=True)) == mate, "mate untouched"

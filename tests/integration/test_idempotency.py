@@ -19,7 +19,7 @@ from app.scheduler.runner import prune_job
 from app.services import idempotency
 from app.services.scope import Scope
 from tests.integration.checks import assert_problem, rows
-from tests.support import Api, eventually
+from tests.support import Api, eventually, lock_waits
 
 
 def pay_body(api: Api, **changes: Any) -> dict[str, Any]:
@@ -206,11 +206,6 @@ def test_keys_are_kept_at_least_24_hours(api: Api, container: Container) -> None
     assert fresh["id"] != created["id"]
 
 
-def _scalar(container: Container, sql: str) -> Any:
-    with container.engine.connect() as connection:
-        return connection.scalar(text(sql))
-
-
 def test_a_response_committed_just_before_the_lock_is_granted_is_replayed(
     api: Api, container: Container
 ) -> None:
@@ -219,8 +214,6 @@ def test_a_response_committed_just_before_the_lock_is_granted_is_replayed(
     to the second: it must read that response (idempotency_claim reads with a snapshot taken
     after the lock), not find none and do the work again."""
     scope, key = Scope(api.tenant_id, False), uuid.uuid4().hex
-    waiting = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-               " AND query LIKE '%idempotency_claim%' AND datname = current_database()")
     with container.uow() as first, container.engine.connect() as second, \
             ThreadPoolExecutor(1) as pool:
         assert idempotency.claim(first.session, scope, key) == idempotency.Claim(True, None)
@@ -234,7 +227,8 @@ def test_a_response_committed_just_before_the_lock_is_granted_is_replayed(
             "SELECT c.claimed, c.request_hash FROM (SELECT id FROM tenants WHERE id = %s"
             " FOR UPDATE) t, LATERAL idempotency_claim(t.id, false, %s) c",
             (api.tenant_id, key)).one())
-        eventually(lambda: _scalar(container, waiting), what="the second request waiting")
+        eventually(lambda: lock_waits(container.engine, "%idempotency_claim%"),
+                   what="the second request waiting")
         first.commit()
         assert tuple(claiming.result(timeout=30)) == (True, "f")
         second.rollback()
