@@ -7,14 +7,14 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.ids import _ALPHABET, encode, new_id
+from app.ids import DIGITS, encode, id_stem, is_id, new_id
 
 
 def by_divmod(value: int) -> str:
     digits = []
     for _ in range(26):
         value, digit = divmod(value, 32)
-        digits.append(_ALPHABET[digit])
+        digits.append(DIGITS[digit])
     return "".join(reversed(digits))
 
 
@@ -34,3 +34,11 @@ def test_new_ids_are_prefixed_and_sort_by_creation() -> None:
     assert all(re.fullmatch(r"pay_[0-9a-hjkmnp-tv-z]{26}", i) for i in ids)
     first, last = ids[0][4:14], ids[-1][4:14]  # the millisecond part
     assert first <= last
+
+
+def test_a_stem_and_two_digits_make_distinct_ids_that_sort_by_creation() -> None:
+    stem = id_stem("att")
+    made = [stem + DIGITS[n // 32] + DIGITS[n % 32] for n in range(1, 1024)]
+    assert all(is_id(i, "att") for i in made) and len(set(made)) == len(made)
+    assert made == sorted(made)
+    assert stem[4:14] <= new_id("att")[4:14], "the stem's millisecond part is its creation's"
