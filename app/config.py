@@ -119,6 +119,9 @@ class Config:
         replicas = ",".join(_psycopg2(u.strip()) for u in self.database_replica_urls.split(",")
                             if u.strip())
         object.__setattr__(self, "database_replica_urls", replicas)
+        if not 1 <= self.charge_batch_size <= MAX_CHARGE_BATCH_SIZE:
+            raise ValueError(f"setting CHARGE_BATCH_SIZE must be 1 to {MAX_CHARGE_BATCH_SIZE},"
+                             f" got {self.charge_batch_size}")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Config:
@@ -149,6 +152,8 @@ class Config:
         return {field.name.upper(): str(getattr(self, field.name)) for field in fields(self)}
 
 
+#: A claim numbers its attempts' ids with two base32 digits (app/services/charge.py).
+MAX_CHARGE_BATCH_SIZE = 1023
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
