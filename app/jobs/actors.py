@@ -6,17 +6,14 @@ Their retries are the broker's Retries middleware, configured once in the compos
 
 from __future__ import annotations
 
-import threading
-import time
-
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from app.bootstrap import QUEUES
+from app.bootstrap import QUEUES, Container
 from app.clock import utcnow
 from app.jobs.runtime import container
 from app.providers.errors import ProviderRateLimited, TransientProviderError
-from app.services import charge, clocks, reconcile, refunds, renewals
+from app.services import charge, charge_window, clocks, reconcile, refunds, renewals
 from app.services.clocks import advance
 
 SKIPPED_FIRST_DELAY_MS = 1000
@@ -34,19 +31,22 @@ def charge_payment(payment_id: str) -> None:
     CHARGE_BATCH_SIZE - 1 other pending one-time payments: their own messages then find
     them claimed and do nothing.
 
-    A message younger than CHARGE_LINGER_MS first waits (`_Window`), so the payments made
-    meanwhile ride in one batch; under load messages are older than that when they are
-    taken, and nobody waits.
+    A message younger than CHARGE_LINGER_MS joins its process's open window:
+    the window's first message claims, charges and settles every payment the window's
+    messages name, at once, when the window ends, and the others wait for it
+    (app/services/charge_window.py). Under load
+    messages are older than that when they are taken, and each claims on its own.
     """
     c = container()
-    _window.wait(c.config.charge_linger_ms)
-    mates = charge.Mates(c.config.charge_batch_size - 1, c.config.reconcile_stale_seconds)
-    retry = charge.charge_payments(c.uow, c.providers, [payment_id], mates=mates,
-                                   lease_seconds=c.config.payment_lease_seconds)
-    for outcome in retry:  # a mate's: a message of its own retries it, as renewals' are
-        if outcome.payment_id != payment_id:
-            wait = _held_ms(charge.error_of(outcome)) or c.config.charge_min_backoff_ms
-            c.enqueue("charge_payment", outcome.payment_id, delay_ms=wait)
+    message = CurrentMessage.get_current_message()
+    window = _window.join(payment_id, message.message_timestamp / 1000 if message else None,
+                          c.config.charge_linger_ms / 1000, c.config.charge_batch_size)
+    if window is None:
+        retry = _charge(c, [payment_id])
+    elif window.leads:
+        retry = window.run(lambda payment_ids: _charge(c, payment_ids))
+    else:
+        retry = window.outcome()
     for outcome in retry:
         if outcome.payment_id == payment_id:
             error = charge.error_of(outcome)
@@ -56,30 +56,23 @@ def charge_payment(payment_id: str) -> None:
             raise dramatiq.Retry(str(error), delay=delay) from error  # the provider's Retry-After
 
 
-class _Window:
-    """When this process's young charge messages claim. The first one taken while no window
-    is open opens one, which ends when that message is CHARGE_LINGER_MS old; each message
-    taken before then waits for that same end, so their payments ride in one batch, and
-    each waits at most the window (most of them much less)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._ends = 0.0
-
-    def wait(self, window_ms: int) -> None:
-        message = CurrentMessage.get_current_message()
-        if message is None or window_ms <= 0:
-            return
-        now, window = time.time(), window_ms / 1000
-        with self._lock:
-            if self._ends <= now:  # a message sent "later" than now (clock skew) waits no more
-                self._ends = min(message.message_timestamp / 1000 + window, now + window)
-            ends = self._ends
-        if ends > now:
-            time.sleep(ends - now)
+def _charge(c: Container, payment_ids: list[str]) -> list[charge.Outcome]:
+    """Claim, charge and settle these payments with their mates; a mate's transient error
+    goes to a new message of its own (as renewals' do), the named ones' are returned for
+    their messages to retry."""
+    mates = charge.Mates(c.config.charge_batch_size - len(payment_ids),
+                         c.config.reconcile_stale_seconds)
+    retry = charge.charge_payments(c.uow, c.providers, payment_ids, mates=mates,
+                                   lease_seconds=c.config.payment_lease_seconds)
+    named = set(payment_ids)
+    for outcome in retry:
+        if outcome.payment_id not in named:
+            wait = _held_ms(charge.error_of(outcome)) or c.config.charge_min_backoff_ms
+            c.enqueue("charge_payment", outcome.payment_id, delay_ms=wait)
+    return [outcome for outcome in retry if outcome.payment_id in named]
 
 
-_window = _Window()
+_window = charge_window.Window()
 
 
 def _held_ms(error: TransientProviderError) -> int | None:
