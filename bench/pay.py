@@ -129,6 +129,8 @@ def parse_args() -> argparse.Namespace:
     add("--max-seconds", type=int, default=10, help="each wrk run")
     add("--probe-seconds", type=float, default=8.0, help="each rate tried in the search")
     add("--probes", type=int, default=5, help="rates tried at most")
+    add("--rate", type=float, default=0.0,
+        help="skip the search and sustain this rate (the same rate before and after a change)")
     add("--sustain-seconds", type=float, default=60.0, help="the sustained run")
     add("--latency-seconds", type=float, default=15.0, help="the run at half that rate")
     add("--drain-seconds", type=float, default=60.0, help="wait for the fleet at most")
@@ -208,7 +210,9 @@ class Bench:
         r["api_alone"] = self.api_alone(port, key, body)
         r["get_payment"] = self.get_payment(port, key)
         r["fleet_drain"] = self.start_fleet()
-        r["search"] = self.search(port, key, body, r["api_alone"], r["fleet_drain"])
+        r["search"] = (self.search(port, key, body, r["api_alone"], r["fleet_drain"])
+                       if not self.args.rate else
+                       {"predicted_per_s": None, "best_flat_per_s": self.args.rate, "probes": []})
         r["sustained"] = self.sustained(port, key, body, r["search"]["best_flat_per_s"])
         chosen = chosen_run(r["sustained"])
         r["half_rate"] = self.offer(port, key, body, round(chosen["offered_per_s"] / 2),
@@ -628,8 +632,8 @@ def report(r: dict[str, Any]) -> str:
         row("GET /payments/{id} 200/s (wrk)", get["ok_per_s"], "get_payment"),
         f"{'fleet alone: backlog settled/s (full queue)':<50}"
         f"{drain['settled_per_s'] or 0:>10.1f}   {drain['backlog']} in {drain['seconds']} s",
-        f"{'search: predicted / best flat offered /s':<50}{r['search']['predicted_per_s']:>10.1f}"
-        f"{r['search']['best_flat_per_s']:>9.0f}",
+        f"{'search: predicted / best flat offered /s':<50}"
+        f"{r['search']['predicted_per_s'] or 0:>10.1f}{r['search']['best_flat_per_s']:>9.0f}",
     ]
     for p in r["search"]["probes"]:
         lines.append(f"  probe {p['offered_per_s']:>5.0f}/s: {_run_line(p)}")
