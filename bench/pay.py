@@ -28,7 +28,10 @@ On a database (`se_bench`, recreated and removed) and a redis-server of its own 
      /payments/{id} (the same requests, wrk as in 2. and 3.) done by the packages the design
      fixes alone (Flask, Flask-Limiter, pydantic, SQLAlchemy, Dramatiq, redis-py) with none of
      our request code: how far below them our own Python keeps /pay and GET (its docstring
-     lists their round trips). Last, with the fleet stopped: their payments stay pending.
+     lists their round trips). Last, with the fleet stopped: their payments stay pending;
+     then bench/floor_fleet.py, Dramatiq alone, consumes their charge messages (full queue):
+     its CPU per message, added to the /pay floor's, is the least a settled payment can cost
+     with these packages on this machine (no target: a lower bound for the CPU target).
 Prints a table and writes bench/results/pay.json, with the CPU each process used per phase (the
 2 cores are shared by the server, the fleet, PostgreSQL, Redis, the load generator and whatever
 else runs on the machine) and, with --profile, where the API's, the fleet's and the package
@@ -52,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import procs
+import redis
 import spy
 import wrk
 from openloop import percentiles_ms, request_bytes, run_fixed_rate, slope, summary
@@ -221,8 +225,10 @@ class Bench:
         self.fleet.stop("dramatiq")
         self.fleet.stop("gunicorn")
         r["floor_pay"], r["floor_get"] = self.package_floors(key, body)
+        r["floor_fleet"] = self.fleet_floor()
         r["ceiling"] = both_ceilings(first, self.ceiling("last"))
         r["ratios"] = ratios(r)
+        r["cpu_floor_ms_per_settled"] = cpu_floor(r)
         r["targets"] = targets(r)
         r["cpu_cores_used"] = self.cpu
         if self.profiles:
@@ -282,6 +288,28 @@ class Bench:
                             app="floors:app", request=("GET", key), profile="floor-get")
         say(f"package floors: POST /pay {pay['ok_per_s']:.0f}/s, GET {get['ok_per_s']:.0f}/s")
         return pay, get
+
+    def fleet_floor(self) -> dict[str, Any]:
+        """Phase 8b: bench/floor_fleet.py, Dramatiq alone, consumes the charge messages the
+        package floor's /pay left queued (full queue, the fleet's settings): its CPU per
+        message, which any fleet pays per payment above its own work."""
+        queued = redis.Redis.from_url(self.config.redis_url)
+        messages = f"{self.config.redis_namespace}-dramatiq:default.msgs"
+        backlog = int(queued.hlen(messages))
+        say(f"fleet floor: Dramatiq alone consumes {backlog} charge messages")
+        a, before = self.args, cpu_snapshot()
+        self.fleet.start("floor fleet", [str(BIN / "dramatiq"), "floor_fleet", "--processes",
+                                         str(a.fleet_processes), "--threads",
+                                         str(a.fleet_threads)], self.env, BENCH)
+        started = time.monotonic()
+        self.wait_until(lambda: queued.hlen(messages) == 0, a.drain_seconds)
+        seconds = time.monotonic() - started
+        self.record_cpu("fleet floor: Dramatiq alone (full queue)", before, backlog)
+        self.fleet.stop("floor fleet")
+        queued.close()
+        per = self.cpu["fleet floor: Dramatiq alone (full queue)"]["cpu_ms_per_request"]
+        say(f"fleet floor: {backlog} in {seconds:.1f} s, {per}")
+        return {"messages": backlog, "seconds": round(seconds, 1), "cpu_ms_per_message": per}
 
     def on_hello(self, path: str, phase: str, *, app: str = "hello:app",
                  request: tuple[str, ...] = (), ok: str = "200",
@@ -562,6 +590,17 @@ def ratios(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def cpu_floor(r: dict[str, Any]) -> dict[str, float]:
+    """The least CPU a settled payment can cost with the design's packages, on this machine:
+    the package floor's POST /pay (its Python and PostgreSQL) plus Dramatiq alone per charge
+    message, with no claim, provider call or settle (a lower bound for the target's sum)."""
+    pay, fleet = r["floor_pay"]["cpu_ms_per_request"], r["floor_fleet"]["cpu_ms_per_message"]
+    parts = {"floors (POST /pay)": pay.get("floors", 0.0),
+             "postgresql (POST /pay)": pay.get("postgresql (bench db)", 0.0),
+             "Dramatiq alone (per message)": fleet.get("floor fleet", 0.0)}
+    return {**parts, "sum": round(sum(parts.values()), 2)}
+
+
 def targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each figure against its target; ratios and rates are at least, p99 and CPU at most."""
     out = {}
@@ -608,7 +647,7 @@ def report(r: dict[str, Any]) -> str:
         f"   {c['first']['requests_per_s']:.0f}, {c['last']['requests_per_s']:.0f}"
         + ("" if c["steady"] else f"  UNSTEADY: {c['spread']:.0%} apart, ratios unreliable"),
     ]
-    t = r["targets"]
+    t, floor_cpu = r["targets"], r["cpu_floor_ms_per_settled"]
 
     def row(label: str, value: float | None, name: str, ratio: bool = True) -> str:
         shown = "-" if value is None else f"{value:.1f}"
@@ -651,6 +690,8 @@ def report(r: dict[str, Any]) -> str:
         row("CPU ms per settled (API + fleet + PostgreSQL)", r["ratios"]["cpu_ms_per_settled"],
             "cpu_ms_per_settled", ratio=False),
         "   " + ", ".join(f"{k} {v} ms" for k, v in chosen["cpu_ms_per_settled"].items()),
+        f"{'  its package floor (ms, a lower bound)':<50}{floor_cpu['sum']:>10.2f}",
+        "   " + ", ".join(f"{k} {v} ms" for k, v in floor_cpu.items() if k != "sum"),
         "",
         "CPU per phase: cores used (of 2), and CPU ms per request for ours:",
     ]
