@@ -139,6 +139,8 @@ def parse_args() -> argparse.Namespace:
     add("--latency-seconds", type=float, default=15.0, help="the run at half that rate")
     add("--drain-seconds", type=float, default=60.0, help="wait for the fleet at most")
     add("--db-pool-size", type=int, default=5)
+    add("--charge-linger-ms", type=int, default=Config.charge_linger_ms,
+        help="the fleet's CHARGE_LINGER_MS (batch size against time to settle)")
     add("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
         help="first wait up to this long for the machine to be >= 80%% idle (shared machines)")
     add("--keep", action="store_true", help="keep the database afterwards")
@@ -161,7 +163,7 @@ def main() -> None:
         config = Config.from_env(
             {}, database_url=f"{PG}/se_bench", redis_url=own_redis.url,
             redis_namespace="se-bench-pay", engine_env="development",
-            db_pool_size=args.db_pool_size,
+            db_pool_size=args.db_pool_size, charge_linger_ms=args.charge_linger_ms,
         )
         say(f"recreating database se_bench; load average {os.getloadavg()[0]:.2f}")
         drop_database(config.database_url)
@@ -241,7 +243,8 @@ class Bench:
         return {
             "gunicorn": {"workers": a.workers, "worker_class": a.worker_class,
                          "threads": a.threads, "access_log": False, "log_level": "warning"},
-            "dramatiq": {"processes": a.fleet_processes, "threads": a.fleet_threads},
+            "dramatiq": {"processes": a.fleet_processes, "threads": a.fleet_threads,
+                         "charge_linger_ms": a.charge_linger_ms},
             "wrk": {"threads": 2, "connections": a.connections, "seconds": a.max_seconds},
             "open_loop": {"probe_seconds": a.probe_seconds, "probes": a.probes,
                           "sustain_seconds": a.sustain_seconds,
@@ -640,7 +643,8 @@ def report(r: dict[str, Any]) -> str:
         f"{' '.join(map(str, m['loadavg_at_end']))} at end - {r['bench_seconds']} s",
         f"gunicorn {s['gunicorn']['workers']} x {s['gunicorn']['worker_class']} "
         f"(threads {s['gunicorn']['threads']}), dramatiq {s['dramatiq']['processes']} x "
-        f"{s['dramatiq']['threads']} threads, wrk -t2 -c{s['wrk']['connections']}",
+        f"{s['dramatiq']['threads']} threads (CHARGE_LINGER_MS "
+        f"{s['dramatiq'].get('charge_linger_ms')}), wrk -t2 -c{s['wrk']['connections']}",
         "",
         f"{'measure':<50}{'value':>10}{'ratio':>9}{'target':>11}",
         f"{'ceiling: hello-world req/s (mean of first, last)':<50}{ceiling:>10.0f}"
