@@ -31,22 +31,28 @@ def charge_payment(payment_id: str) -> None:
     CHARGE_BATCH_SIZE - 1 other pending one-time payments: their own messages then find
     them claimed and do nothing.
 
-    A message younger than CHARGE_LINGER_MS joins its process's open window:
-    the window's first message claims, charges and settles every payment the window's
-    messages name, at once, when the window ends, and the others wait for it
-    (app/services/charge_window.py). Under load
-    messages are older than that when they are taken, and each claims on its own.
+    A message younger than CHARGE_LINGER_MS joins its process's open window
+    (app/services/charge_window.py): when the window ends, its first message claims every
+    payment the window's messages name, with mates, and charges and settles them; the
+    others are done once that claim is made. Under load messages are older than that when
+    they are taken, and each claims on its own.
     """
     c = container()
     message = CurrentMessage.get_current_message()
-    window = _window.join(payment_id, message.message_timestamp / 1000 if message else None,
+    joined = _window.join(payment_id, message.message_timestamp / 1000 if message else None,
                           c.config.charge_linger_ms / 1000, c.config.charge_batch_size)
-    if window is None:
-        retry = _charge(c, [payment_id])
-    elif window.leads:
-        retry = window.run(lambda payment_ids: _charge(c, payment_ids))
+    if joined is None:
+        claims = _claim(c, [payment_id])
+    elif joined.leads:
+        claims = joined.claim(lambda payment_ids: _claim(c, payment_ids))
     else:
-        retry = window.outcome()
+        joined.wait()  # the lead's batch finishes this payment, as it does its mates
+        return
+    retry = charge.charge_claimed(c.uow, c.providers, claims)
+    for outcome in retry:  # the others': a message of their own retries each, as renewals'
+        if outcome.payment_id != payment_id:
+            wait = _held_ms(charge.error_of(outcome)) or c.config.charge_min_backoff_ms
+            c.enqueue("charge_payment", outcome.payment_id, delay_ms=wait)
     for outcome in retry:
         if outcome.payment_id == payment_id:
             error = charge.error_of(outcome)
@@ -56,20 +62,11 @@ def charge_payment(payment_id: str) -> None:
             raise dramatiq.Retry(str(error), delay=delay) from error  # the provider's Retry-After
 
 
-def _charge(c: Container, payment_ids: list[str]) -> list[charge.Outcome]:
-    """Claim, charge and settle these payments with their mates; a mate's transient error
-    goes to a new message of its own (as renewals' do), the named ones' are returned for
-    their messages to retry."""
+def _claim(c: Container, payment_ids: list[str]) -> list[charge.Claim]:
+    """Claim these payments and up to CHARGE_BATCH_SIZE minus their number mates."""
     mates = charge.Mates(c.config.charge_batch_size - len(payment_ids),
                          c.config.reconcile_stale_seconds)
-    retry = charge.charge_payments(c.uow, c.providers, payment_ids, mates=mates,
-                                   lease_seconds=c.config.payment_lease_seconds)
-    named = set(payment_ids)
-    for outcome in retry:
-        if outcome.payment_id not in named:
-            wait = _held_ms(charge.error_of(outcome)) or c.config.charge_min_backoff_ms
-            c.enqueue("charge_payment", outcome.payment_id, delay_ms=wait)
-    return [outcome for outcome in retry if outcome.payment_id in named]
+    return charge.claim(c.uow, payment_ids, c.config.payment_lease_seconds, mates)
 
 
 _window = charge_window.Window()

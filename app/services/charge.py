@@ -140,7 +140,7 @@ def charge_payments(
     """Claim, charge and settle these payments, together with `mates` (whose own messages
     then find them claimed and do nothing); returns the outcomes a transient error left to
     retry (`error_of` each)."""
-    return charge_claimed(uows, providers, _claim(uows, payment_ids, lease_seconds, mates))
+    return charge_claimed(uows, providers, claim(uows, payment_ids, lease_seconds, mates))
 
 
 def error_of(outcome: Outcome) -> TransientProviderError:
@@ -265,8 +265,8 @@ def claim_of(payment: Payment | Row[Any], method: PaymentMethod | Row[*tuple[Any
                  subscription_id=payment.subscription_id, lease=lease, resent=resent)
 
 
-def _claim(uows: UnitOfWorkFactory, payment_ids: Sequence[str], lease_seconds: int,
-           mates: Mates | None = None) -> list[Claim]:
+def claim(uows: UnitOfWorkFactory, payment_ids: Sequence[str], lease_seconds: int,
+          mates: Mates | None = None) -> list[Claim]:
     """Claim these payments (waiting for a transaction that holds one), then up to
     `mates.count` other fresh pending one-time payments that no transaction holds, and
     record each one's attempt: one statement, in autocommit (one round trip, atomic), that
@@ -416,7 +416,7 @@ def _claiming() -> Prepared:
 
 
 def claim_held(uow: UnitOfWork, payments: Sequence[Payment], lease_seconds: int) -> list[Claim]:
-    """Claim pending payments this transaction created or locked, as `_claim` would.
+    """Claim pending payments this transaction created or locked, as `claim` would.
 
     Renewals create their payments and claim them in one transaction: the same rows as a
     separate claim would leave (processing, leased, attempt recorded), a transaction and

@@ -1,5 +1,5 @@
 """charge_payment's window: the young charge messages a worker process takes within
-CHARGE_LINGER_MS of the first one are claimed, charged and settled in one batch, once.
+CHARGE_LINGER_MS of the first one name their payments in one claim, made by the first.
 
 Worker threads of one process coordinate here; nothing is shared between processes (each
 claim still takes mates across processes and tenants, app/services/charge.py).
@@ -13,21 +13,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from app.services.charge import Outcome
+from app.services.charge import Claim
 
 
 class Window:
-    """The young charge messages a worker process takes within CHARGE_LINGER_MS of the first
-    one: their payments are claimed, charged and settled in one batch, once.
+    """The young charge messages a worker process takes within CHARGE_LINGER_MS of the first.
 
-    The first message taken while no window is open opens one, which ends when that
-    message is CHARGE_LINGER_MS old (or holds CHARGE_BATCH_SIZE payments); messages taken
-    before then join it. Its first message (the lead) waits for the end, then runs the
-    batch; the others wait for the lead and take their own payment's outcome from it (a
-    transient error is raised by each message for its own payment, so each retries on its
-    own, as before). One claim, one provider call and one settle for the whole window,
-    where each message used to claim by itself and the claims split the payments between
-    them."""
+    The first message taken while no window is open opens one, which ends when that message
+    is CHARGE_LINGER_MS old (or names CHARGE_BATCH_SIZE payments); young messages taken
+    before then join it. At its end the first (the lead) claims every payment the window's
+    messages name, with mates, in one statement, then charges and settles them in one batch;
+    the others are done once that claim is made: their payments are the batch's to finish,
+    as its mates' are (settled, or a new message of their own for a transient error). If the
+    claim fails, each of them raises its error, and its message is retried.
+
+    So one claim, one provider call and one settle for the whole window, where each message
+    used to claim by itself and the concurrent claims split the window's payments between
+    them; and no thread waits for another's provider call. An old message (a backlog, a
+    retry: its first try was at least a backoff ago) opens no window and joins none.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -36,18 +40,16 @@ class Window:
     def join(self, payment_id: str, sent_at: float | None, window: float, size: int
              ) -> Joined | None:
         """The window the message of this payment, sent at `sent_at` (epoch seconds), joins;
-        None: it is older than `window` seconds and none is open, or lingering is off: it
-        claims on its own, at once."""
-        if sent_at is None or window <= 0 or size <= 1:
-            return None
+        None: it is older than `window` seconds, or lingering is off: it claims on its own,
+        at once."""
         now = time.time()
+        # a message sent "later" than now (clock skew) waits no more than the window
+        ends = min(sent_at + window, now + window) if sent_at is not None else now
+        if window <= 0 or size <= 1 or ends <= now:
+            return None
         with self._lock:
             batch = self._open
             if batch is None or batch.ends <= now:
-                # a message sent "later" than now (clock skew) waits no more than the window
-                ends = min(sent_at + window, now + window)
-                if ends <= now:
-                    return None
                 batch = self._open = Batch(ends)
             batch.payment_ids.append(payment_id)
             if len(batch.payment_ids) >= size:  # full: the next message opens another
@@ -64,8 +66,7 @@ class Window:
 class Batch:
     ends: float
     payment_ids: list[str] = field(default_factory=list)
-    done: threading.Event = field(default_factory=threading.Event)
-    retry: list[Outcome] = field(default_factory=list)
+    claimed: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
 
 
@@ -77,24 +78,21 @@ class Joined:
     batch: Batch
     leads: bool
 
-    def run(self, charging: Callable[[list[str]], list[Outcome]]
-            ) -> list[Outcome]:
-        """The lead's part: wait for the window's end, close it, charge its payments."""
+    def claim(self, claiming: Callable[[list[str]], list[Claim]]) -> list[Claim]:
+        """The lead's part: wait for the window's end, close it, and claim its payments."""
         batch = self.batch
         try:
             time.sleep(max(0.0, batch.ends - time.time()))
             self.window.close(batch)
-            batch.retry = charging(list(batch.payment_ids))
-            return batch.retry
+            return claiming(list(batch.payment_ids))
         except BaseException as exc:  # the others raise it too, each for its own message
             batch.error = exc
             raise
         finally:
-            batch.done.set()
+            batch.claimed.set()
 
-    def outcome(self) -> list[Outcome]:
-        """The others' part: the lead's outcomes, or its error (each message retries)."""
-        self.batch.done.wait()
+    def wait(self) -> None:
+        """The others' part: wait for the lead's claim; raise its error if it failed."""
+        self.batch.claimed.wait()
         if self.batch.error is not None:
             raise copy.copy(self.batch.error) from self.batch.error
-        return self.batch.retry

@@ -66,7 +66,7 @@ def test_one_claim_takes_fresh_pending_payments_of_every_tenant_and_charges_each
     live = tenants[0].pay()["id"]
     set_livemode(c, live, True)  # as a live payment would be: not taken along with test ones
 
-    claims = charge._claim(c.uow, ids[:1], c.config.payment_lease_seconds, MATES)
+    claims = charge.claim(c.uow, ids[:1], c.config.payment_lease_seconds, MATES)
     claimed = {claim.request.payment_id for claim in claims}
     assert set(ids) <= claimed, "one claim took every fresh pending payment"
     assert live not in claimed
@@ -152,7 +152,7 @@ def test_a_claim_takes_no_more_mates_than_its_count(quiet_app: Flask) -> None:
     api = Api.for_new_tenant(quiet_app, rate_limit="10000/second")
     ids = [api.pay()["id"] for _ in range(40)]
 
-    claims = charge._claim(c.uow, ids[:1], c.config.payment_lease_seconds,
+    claims = charge.claim(c.uow, ids[:1], c.config.payment_lease_seconds,
                            charge.Mates(count=3, fresh_seconds=MATES.fresh_seconds))
     assert len(claims) == 4
     assert charge.charge_claimed(c.uow, c.providers, claims) == []
@@ -170,7 +170,7 @@ def test_a_claim_takes_mates_only_once_it_holds_its_named_payment(quiet_app: Fla
     named, mate = api.pay()["id"], api.pay()["id"]
     with c.engine.connect() as holder, ThreadPoolExecutor(1) as pool:
         holder.execute(select(Payment.id).where(Payment.id == named).with_for_update())
-        claiming = pool.submit(charge._claim, c.uow, [named], c.config.payment_lease_seconds,
+        claiming = pool.submit(charge.claim, c.uow, [named], c.config.payment_lease_seconds,
                                MATES)
         eventually(lambda: lock_waits(c.engine, "EXECUTE charge_claim%"),
                    what="the claim waiting for its named payment")

@@ -114,7 +114,7 @@ def test_retries_running_out_after_the_attempt_was_sent_leave_it_unknown_not_fai
     payment is `unknown`, and reconciliation finds the charge."""
     c = merchant.container
     payment = merchant.pay("stripe", "pm_card_visa")
-    [claim] = charge._claim(c.uow, [payment["id"]], LEASE)  # the worker's claim, committed
+    [claim] = charge.claim(c.uow, [payment["id"]], LEASE)  # the worker's claim, committed
     adapter = c.providers.get("stripe", merchant.tenant_id)
     assert adapter.charge(claim.request).status == "succeeded"  # sent; never recorded
     eventually(lambda: merchant.updated_at(payment["id"]) < utcnow() - timedelta(seconds=LEASE)

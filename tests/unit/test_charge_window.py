@@ -1,6 +1,6 @@
 """charge_payment's window (app/services/charge_window.py): the young messages a worker process
-takes within CHARGE_LINGER_MS share one claim, one provider call and one settle, run once by
-the window's first message; the others take their own payment's outcome, or error, from it."""
+takes within CHARGE_LINGER_MS name their payments in one claim, made by the window's first
+message; the others are done once it is made, or raise its error."""
 
 from __future__ import annotations
 
@@ -12,53 +12,39 @@ from sqlalchemy.exc import OperationalError
 
 from app.bootstrap import Container
 from app.config import MAX_CHARGE_BATCH_SIZE, Config
-from app.models import AttemptStatus
-from app.providers.base import ChargeRequest
-from app.services.charge import Claim, Outcome
+from app.services.charge import Claim
 from app.services.charge_window import Window
 
 WINDOW = 0.05  # seconds
 
 
-def retry_of(payment_id: str) -> Outcome:
-    request = ChargeRequest(tenant_id="ten_1", livemode=False, payment_id=payment_id, attempt=1,
-                            idempotency_key=f"{payment_id}:1", amount=100, currency="usd",
-                            token="tok_error", off_session=False)
-    return Outcome(Claim("sandbox", request, None), AttemptStatus.FAILED, retry=True)
-
-
-def test_the_messages_of_one_window_are_charged_in_one_run_by_its_first() -> None:
+def test_the_messages_of_one_window_are_claimed_at_once_by_its_first() -> None:
     window, now = Window(), time.time()
     joined = [window.join(f"pay_{n}", now, WINDOW, size=32) for n in range(4)]
     assert [j.leads for j in joined if j] == [True, False, False, False]
     runs: list[list[str]] = []
 
-    def charging(payment_ids: list[str]) -> list[Outcome]:
+    def claiming(payment_ids: list[str]) -> list[Claim]:
         runs.append(payment_ids)
-        return [retry_of("pay_2")]
+        return []
 
     with ThreadPoolExecutor(3) as pool:
-        others = [pool.submit(j.outcome) for j in joined[1:] if j]
-        assert joined[0] and joined[0].run(charging) == [retry_of("pay_2")]
-        assert [o.result(timeout=10) for o in others] == [[retry_of("pay_2")]] * 3
+        others = [pool.submit(j.wait) for j in joined[1:] if j]
+        assert joined[0] is not None and joined[0].claim(claiming) == []
+        assert [o.result(timeout=10) for o in others] == [None] * 3
     assert runs == [["pay_0", "pay_1", "pay_2", "pay_3"]]
     later = window.join("pay_4", time.time(), WINDOW, size=32)
     assert later is not None and later.leads, "a closed window takes no one: the next opens"
 
 
-def test_an_old_message_with_no_window_open_claims_alone_at_once() -> None:
+def test_an_old_message_claims_alone_at_once_even_while_a_window_is_open() -> None:
     window = Window()
+    young = window.join("pay_young", time.time(), WINDOW, size=32)
+    assert young is not None and young.leads
     assert window.join("pay_old", time.time() - 2 * WINDOW, WINDOW, size=32) is None
     assert window.join("pay_new", time.time(), 0.0, size=32) is None, "lingering off"
     assert window.join("pay_new", time.time(), WINDOW, size=1) is None, "batches of one"
     assert window.join("pay_new", None, WINDOW, size=32) is None, "not from a worker"
-
-
-def test_an_old_message_joins_the_window_that_is_open() -> None:
-    window = Window()
-    first = window.join("pay_young", time.time(), WINDOW, size=32)
-    old = window.join("pay_old", time.time() - 10, WINDOW, size=32)
-    assert first is not None and old is not None and old.batch is first.batch
 
 
 def test_a_full_window_closes_and_the_next_message_opens_another() -> None:
@@ -68,19 +54,19 @@ def test_a_full_window_closes_and_the_next_message_opens_another() -> None:
     assert joined[0] and joined[3] and joined[0].batch.payment_ids == ["pay_0", "pay_1", "pay_2"]
 
 
-def test_the_lead_s_error_is_raised_by_every_message_of_the_window_and_retried_alike() -> None:
+def test_the_lead_s_failed_claim_is_raised_by_every_message_of_the_window_and_retried() -> None:
     window, now = Window(), time.time()
     lead, other = window.join("pay_a", now, WINDOW, 32), window.join("pay_b", now, WINDOW, 32)
     assert lead is not None and other is not None
     down = OperationalError("SELECT 1", {}, Exception("server closed the connection"))
 
-    def charging(payment_ids: list[str]) -> list[Outcome]:
+    def claiming(payment_ids: list[str]) -> list[Claim]:
         raise down
 
     with ThreadPoolExecutor(1) as pool:
-        waiting = pool.submit(other.outcome)
+        waiting = pool.submit(other.wait)
         with pytest.raises(OperationalError):
-            lead.run(charging)
+            lead.claim(claiming)
         with pytest.raises(OperationalError) as raised:
             waiting.result(timeout=10)
     retry_when = Container(Config()).retries.retry_when
