@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from app.bootstrap import Container
 from app.config import Config
 from app.models import Payment, PaymentAttempt
+from app.models.database import drop_database, ensure_database, migrate
 from app.services import charge
 from tests.conftest import start_worker
 from tests.support import Api, eventually, lock_waits
@@ -29,11 +30,23 @@ MATES = charge.Mates(count=1000, fresh_seconds=30)
 
 
 @pytest.fixture(scope="module")
-def quiet_config(config: Config) -> Config:
-    """A broker namespace of this module's own: no worker takes its messages unless the
-    test starts one. Payments stay fresh (batchable) longer than the session's 1 s."""
-    return dataclasses.replace(config, redis_namespace=f"{config.redis_namespace}-batch",
-                               reconcile_stale_seconds=MATES.fresh_seconds)
+def quiet_config(config: Config) -> Iterator[Config]:
+    """A database and a broker namespace of this module's own: no worker claims its payments
+    unless the test starts one. A namespace alone keeps only its messages from other
+    workers: any claim takes fresh pending payments of every tenant in its database as
+    mates, so the session's worker (started by an earlier module, test_idempotency's), taking
+    a late message of its own, would take these too. Payments stay fresh (batchable) longer
+    than the session's 1 s."""
+    own = dataclasses.replace(config, database_url=f"{config.database_url}_batch",
+                              redis_namespace=f"{config.redis_namespace}-batch",
+                              reconcile_stale_seconds=MATES.fresh_seconds)
+    drop_database(own.database_url)
+    ensure_database(own.database_url)
+    try:
+        migrate(own.database_url)
+        yield own
+    finally:
+        drop_database(own.database_url)
 
 
 @pytest.fixture(scope="module")
