@@ -215,14 +215,16 @@ def test_a_response_committed_just_before_the_lock_is_granted_is_replayed(
     after the lock), not find none and do the work again."""
     scope, key = Scope(api.tenant_id, False), uuid.uuid4().hex
     with container.uow() as first, container.engine.connect() as second, \
-            ThreadPoolExecutor(1) as pool:
+            container.engine.connect() as holder, ThreadPoolExecutor(1) as pool:
         assert idempotency.claim(first.session, scope, key) == idempotency.Claim(True, None)
-        first.session.execute(text("SELECT id FROM tenants WHERE id = :id FOR UPDATE"),
-                              {"id": api.tenant_id})
         idempotency.store(first, scope, key, fingerprint="f", status=202, body={"id": "x"},
                           headers={})
-        # The tenant's row lock holds the second request's statement after its snapshot and
-        # before its claim (whose argument is that row).
+        # A third session's lock on the tenant's row holds the second request's statement
+        # after its snapshot and before its claim (whose argument is that row). Not the
+        # first's own: at commit PostgreSQL releases row locks before advisory ones, so the
+        # second could try the key's lock in between and find it still held.
+        holder.execute(text("SELECT id FROM tenants WHERE id = :id FOR NO KEY UPDATE"),
+                       {"id": api.tenant_id})  # the first's key (a foreign key) still goes in
         claiming = pool.submit(lambda: second.exec_driver_sql(
             "SELECT c.claimed, c.request_hash FROM (SELECT id FROM tenants WHERE id = %s"
             " FOR UPDATE) t, LATERAL idempotency_claim(t.id, false, %s) c",
@@ -230,5 +232,6 @@ def test_a_response_committed_just_before_the_lock_is_granted_is_replayed(
         eventually(lambda: lock_waits(container.engine, "%idempotency_claim%"),
                    what="the second request waiting")
         first.commit()
+        holder.rollback()  # the second's lock is granted only after the first committed
         assert tuple(claiming.result(timeout=30)) == (True, "f")
         second.rollback()
