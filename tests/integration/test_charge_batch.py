@@ -194,3 +194,26 @@ def test_a_claim_takes_mates_only_once_it_holds_its_named_payment(quiet_app: Fla
         holder.rollback()
         claimed = {claim.request.payment_id for claim in claiming.result(timeout=30)}
     assert {named, mate} <= claimed
+
+
+def test_a_slow_charge_holds_only_its_window_s_first_thread(
+    quiet_app: Flask, quiet_config: Config
+) -> None:
+    """The others of a window are done once its claim is made: a payment that comes after the
+    window settles on a thread the window left free while the window's slow charge
+    (tok_slow_5, answered 5 s after it is made) is still in flight."""
+    api = Api.for_new_tenant(quiet_app)
+    worker = start_worker(dataclasses.replace(quiet_config, charge_linger_ms=500), threads=2)
+    try:
+        api.settled(api.pay()["id"], 30)  # the worker is up and idle
+        slow, fast = api.pay("tok_slow_5")["id"], api.pay()["id"]  # one window, both threads
+        eventually(lambda: api.ok(api.get(f"/payments/{slow}"), 200)["status"] == "processing",
+                   what="the window's claim")
+        later = api.pay()["id"]
+        assert api.settled(later, 30)["status"] == "succeeded"
+        assert api.ok(api.get(f"/payments/{slow}"), 200)["status"] == "processing"
+        assert {api.settled(p, 30)["status"] for p in (slow, fast)} == {"succeeded"}
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert [ledger(api, p) for p in (slow, fast, later)] == [1, 1, 1]
