@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, NoReturn, Protocol
 
 from sqlalchemy import (
+    Engine,
     Exists,
     Insert,
     String,
@@ -70,6 +71,14 @@ class UnitOfWork:
         self._inserts: list[Base] = []
         self._requirement: Requirement | None = None
         self.committed = False  # whether anything was committed (the API remembers writes)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine its sessions are bound to, for a statement that needs no Session (one
+        in autocommit: the worker's claim), without a Session's begin, rollback and close."""
+        bind = self._session_factory.kw["bind"]
+        assert isinstance(bind, Engine)
+        return bind
 
     def __enter__(self) -> UnitOfWork:
         self.session = self._session_factory()

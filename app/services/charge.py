@@ -278,10 +278,8 @@ def claim(uows: UnitOfWorkFactory, payment_ids: Sequence[str], lease_seconds: in
               "until": now + timedelta(seconds=lease_seconds), "count": count,
               "fresh": now - timedelta(seconds=mates.fresh_seconds if mates else 0),
               "attempt_stem": id_stem("att")}
-    with uows() as uow:
-        connection = uow.session.connection()
-        with autocommit(connection.connection):
-            return [_claim_of(row, lease) for row in _claiming().execute(connection, values)]
+    with uows().engine.connect() as connection, autocommit(connection.connection):
+        return [_claim_of(row, lease) for row in _claiming().execute(connection, values)]
 
 
 def _claim_of(row: Row[Any], lease: Lease) -> Claim:
