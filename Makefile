@@ -6,7 +6,7 @@ INFRA_STAMP := $(VENV)/.infra-stamp
 IMAGE ?= subscription-engine:local
 IMAGE_BASE ?= subscription-engine-base:bookworm
 
-.PHONY: run test lint infra image image-test bench-pay bench-renewals bench-faults task-defs clean
+.PHONY: run test fuzz lint infra image image-test bench-pay bench-renewals bench-faults task-defs clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -17,8 +17,11 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 run: $(STAMP)  ## the whole engine: API on :8000 (PORT), workers, scheduler
 	$(PY) -m app.run
 
-test: $(STAMP)  ## the whole suite against the local PostgreSQL, Redis and Kafka
-	$(PY) -m pytest
+test: $(STAMP)  ## the whole suite against the local PostgreSQL, Redis and Kafka (but fuzz)
+	$(PY) -m pytest -m "not fuzz"
+
+fuzz: $(STAMP)  ## Schemathesis on every operation of the running engine (~1 min; .ci/run calls it)
+	$(PY) -m pytest -m fuzz tests/e2e
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check app tests bench infra wsgi.py

@@ -22,6 +22,7 @@ CONFIG = ROOT / "tests" / "e2e" / "schemathesis.toml"
 SEED = "1"  # a fixed seed: the same cases every run
 
 
+@pytest.mark.fuzz
 def test_schemathesis_finds_no_failure(own_stack: Stack) -> None:
     """Every check on every operation (config and the reasons for its few exceptions:
     tests/e2e/schemathesis.toml), a bounded number of examples each."""
