@@ -300,17 +300,17 @@ class Bench:
         messages = f"{self.config.redis_namespace}-dramatiq:default.msgs"
         backlog = int(queued.hlen(messages))
         say(f"fleet floor: Dramatiq alone consumes {backlog} charge messages")
-        a, before = self.args, cpu_snapshot()
+        a, phase, before = self.args, "fleet floor: Dramatiq alone (full queue)", cpu_snapshot()
         self.fleet.start("floor fleet", [str(BIN / "dramatiq"), "floor_fleet", "--processes",
                                          str(a.fleet_processes), "--threads",
                                          str(a.fleet_threads)], self.env, BENCH)
         started = time.monotonic()
         self.wait_until(lambda: queued.hlen(messages) == 0, a.drain_seconds)
         seconds = time.monotonic() - started
-        self.record_cpu("fleet floor: Dramatiq alone (full queue)", before, backlog)
+        self.record_cpu(phase, before, backlog)
         self.fleet.stop("floor fleet")
         queued.close()
-        per = self.cpu["fleet floor: Dramatiq alone (full queue)"]["cpu_ms_per_request"]
+        per = self.cpu[phase]["cpu_ms_per_request"]
         say(f"fleet floor: {backlog} in {seconds:.1f} s, {per}")
         return {"messages": backlog, "seconds": round(seconds, 1), "cpu_ms_per_message": per}
 

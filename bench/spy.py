@@ -136,11 +136,11 @@ def steps(
 class Phase:
     """py-spy on several process trees during one phase: start, then `finish` for each tree's
     raw file (`name -> path`), those py-spy wrote (a process may have exited meanwhile).
-    `gil` (the default): where the CPU goes, not where threads wait for it."""
+    Only the thread holding the GIL is sampled: where the CPU goes, not where threads wait
+    for it."""
 
-    def __init__(self, pids: dict[int, str], seconds: int, out: Callable[[str], Path], *,
-                 gil: bool = True) -> None:
-        self.recording = {name: (record(pid, seconds, out(name), gil=gil), out(name))
+    def __init__(self, pids: dict[int, str], seconds: int, out: Callable[[str], Path]) -> None:
+        self.recording = {name: (record(pid, seconds, out(name), gil=True), out(name))
                           for pid, name in pids.items()}
 
     def finish(self, timeout: float = 120) -> dict[str, Path]:
