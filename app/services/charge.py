@@ -33,6 +33,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     case,
+    false,
     func,
     insert,
     literal,
@@ -308,14 +309,10 @@ def _claiming() -> Prepared:
     now = bindparam("now", type_=DateTime(timezone=True))
     ids = any_(bindparam("ids", type_=ARRAY(String)))
 
-    def claiming(which: ColumnElement[bool], name: str) -> CTE:
+    def claiming(*which: ColumnElement[bool], name: str) -> CTE:
         return (
             update(_table(Payment))
-            .where(which, or_(
-                payments.status == PaymentStatus.PENDING,
-                (payments.status == PaymentStatus.PROCESSING)
-                & or_(payments.lease_until.is_(None), payments.lease_until < now),
-            ))
+            .where(*which)
             .values(status=PaymentStatus.PROCESSING,
                     lease_until=bindparam("until", type_=DateTime(timezone=True)),
                     lease_owner=bindparam("owner", type_=String), updated_at=now)
@@ -325,7 +322,15 @@ def _claiming() -> Prepared:
             .cte(name)
         )
 
-    named = claiming(payments.id == ids, "named")
+    # Claimable: pending, or processing with its lease run out. Written as a CASE, which
+    # PostgreSQL cannot match to ix_payments_unsettled's predicate: the plain OR lets it
+    # AND that index (every unsettled row version since the last vacuum: 32,494 entries
+    # in bench/pay.py, 2-4 ms a claim) with the primary key lookup.
+    claimable = case((payments.status == PaymentStatus.PENDING, true()),
+                     (payments.status == PaymentStatus.PROCESSING,
+                      or_(payments.lease_until.is_(None), payments.lease_until < now)),
+                     else_=false())
+    named = claiming(payments.id == ids, claimable, name="named")
     other = _table(Payment).alias("other")
     chosen = (
         select(payments.id)
@@ -349,8 +354,9 @@ def _claiming() -> Prepared:
         .prefix_with("MATERIALIZED")
     )
     # An ARRAY of ids (an InitPlan) looked up in the primary key, whatever the estimates.
+    # No status test: `chosen` locked each row, rechecking it was pending, and holds it.
     mates = claiming(payments.id == any_(func.array(select(chosen.c.id).scalar_subquery())),
-                     "mates")
+                     name="mates")
     claimed = union_all(select(named), select(mates)).cte("claimed")
     last = (
         select(attempts.number, attempts.status, attempts.provider, attempts.idempotency_key,
