@@ -1,8 +1,9 @@
 """charge_payment's window: the young charge messages a worker process takes within
 CHARGE_LINGER_MS of the first one name their payments in one claim, made by the first.
 
-Worker threads of one process coordinate here; nothing is shared between processes (each
-claim still takes mates across processes and tenants, app/services/charge.py).
+Worker threads of one process coordinate here; nothing is shared between processes. A
+window's claim takes no mates (other pending payments, app/services/charge.py): only a
+message taken late, when the fleet is behind, does.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ class Window:
     The first message taken while no window is open opens one, which ends when that message
     is CHARGE_LINGER_MS old (or names CHARGE_BATCH_SIZE payments); young messages taken
     before then join it. At its end the first (the lead) claims every payment the window's
-    messages name, with mates, in one statement, then charges and settles them in one batch;
-    the others are done once that claim is made: their payments are the batch's to finish,
-    as its mates' are (settled, or a new message of their own for a transient error). If the
-    claim fails, each of them raises its error, and its message is retried.
+    messages name in one statement, then charges and settles them in one batch; the others
+    are done once that claim is made: their payments are the batch's to finish, as an old
+    message's mates are (settled, or a new message of their own for a transient error). If
+    the claim fails, each of them raises its error, and its message is retried.
 
     So one claim, one provider call and one settle for the whole window, where each message
     used to claim by itself and the concurrent claims split the window's payments between

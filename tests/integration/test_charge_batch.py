@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from app.bootstrap import Container
 from app.config import Config
-from app.models import Payment, PaymentAttempt
+from app.models import Payment, PaymentAttempt, PaymentStatus
 from app.models.database import drop_database, ensure_database, migrate
-from app.services import charge
+from app.services import charge, payments
 from tests.conftest import start_worker
 from tests.support import Api, eventually, lock_waits
 
@@ -146,18 +146,38 @@ def test_a_young_message_lingers_so_payments_made_meanwhile_ride_in_its_batch(
     quiet_app: Flask, quiet_config: Config
 ) -> None:
     api = Api.for_new_tenant(quiet_app)
+    c: Container = quiet_app.extensions["container"]
     worker = start_worker(dataclasses.replace(quiet_config, charge_linger_ms=2000))
     try:
-        api.settled(api.pay()["id"], 30)  # the worker is up and idle
-        ids = [api.pay()["id"] for _ in range(5)]  # each message is taken at once
+        first = api.settled(api.pay()["id"], 30)  # the worker is up and idle
+        bystander = add_pending_without_message(c, first["id"])
+        # each message is taken at once (while a thread is free: one waits in the window)
+        ids = [api.pay()["id"] for _ in range(3)]
         assert {api.settled(payment_id, 30)["status"] for payment_id in ids} == {"succeeded"}
     finally:
         worker.terminate()
         worker.wait(timeout=30)
-    with quiet_app.extensions["container"].session_factory() as session:
+    with c.session_factory() as session:
         claimed_at = set(session.scalars(
             select(PaymentAttempt.created_at).where(PaymentAttempt.payment_id.in_(ids))))
+        assert session.get(Payment, bystander).status is PaymentStatus.PENDING, \
+            "a window's claim takes no mates"
+        session.execute(delete(Payment).where(Payment.id == bystander))
+        session.commit()
     assert len(claimed_at) == 1, "the first message waited for the others: one claim"
+
+
+def add_pending_without_message(c: Container, like: str) -> str:
+    """A fresh pending one-time payment like this one, with no message of its own."""
+    with c.session_factory() as session:
+        model = session.get_one(Payment, like)
+        payment = payments.pending_payment(
+            tenant_id=model.tenant_id, livemode=model.livemode, customer_id=model.customer_id,
+            payment_method_id=model.payment_method_id, amount=model.amount,
+            currency=model.currency)
+        session.add(payment)
+        session.commit()
+        return payment.id
 
 
 def test_a_claim_takes_no_more_mates_than_its_count(quiet_app: Flask) -> None:
