@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 
 from app.bootstrap import Container
+from app.clock import utcnow
 from app.config import Config
 from app.models import Payment, PaymentAttempt, PaymentStatus
 from app.models.database import drop_database, ensure_database, migrate
@@ -237,3 +238,50 @@ def test_a_slow_charge_holds_only_its_window_s_first_thread(
         worker.terminate()
         worker.wait(timeout=30)
     assert [ledger(api, p) for p in (slow, fast, later)] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("plans", ["force_generic_plan", "force_custom_plan"])
+def test_a_claim_finds_its_payments_by_primary_key_alone(quiet_app: Flask, plans: str) -> None:
+    """Its UPDATEs never AND the key lookup with a scan of ix_payments_unsettled, which
+    holds every unsettled row version since the last vacuum (bench/pay.py: 32,494 entries
+    read by each claim, most of PostgreSQL's time under load)."""
+    c: Container = quiet_app.extensions["container"]
+    api = Api.for_new_tenant(quiet_app)
+    ids = [api.pay()["id"], api.pay()["id"]]
+    prepared = charge._claiming()
+    values = {"ids": ids, "now": utcnow(), "owner": "explain", "until": utcnow(),
+              "count": 3, "fresh": utcnow(), "attempt_stem": "att_explain"}
+    params = tuple(process(values[key]) if process else values[key]
+                   for key, process in prepared._params)
+    with c.engine.connect() as connection:
+        # A table of settled payments, each once pending: as after a busy minute.
+        others = [column.name for column in Payment.__table__.columns if column.name != "id"]
+        copies = text(f"INSERT INTO payments (id, {', '.join(others)})"  # noqa: S608
+                      f" SELECT 'pay_explain' || n, {', '.join(others)}"
+                      " FROM payments, generate_series(1, 5000) n WHERE id = :id")
+        connection.execute(copies, {"id": ids[0]})
+        connection.execute(text("UPDATE payments SET status = 'succeeded'"
+                                " WHERE id LIKE 'pay_explain%'"))
+        connection.commit()
+        connection.exec_driver_sql("ANALYZE payments")
+        connection.exec_driver_sql(f"SET LOCAL plan_cache_mode = {plans}")
+        connection.exec_driver_sql(prepared._prepare)
+        try:
+            plan = connection.exec_driver_sql(
+                f"EXPLAIN (FORMAT JSON) {prepared._execute}", params).scalar_one()
+        finally:
+            connection.exec_driver_sql(f"DEALLOCATE {prepared.name}")
+            connection.execute(text("DELETE FROM payments WHERE id LIKE 'pay_explain%'"))
+            connection.commit()
+    scans: dict[str, set[str]] = {}
+
+    def walk(node: dict[str, Any], cte: str) -> None:
+        cte = node.get("Subplan Name", cte).removeprefix("CTE ")
+        scans.setdefault(cte, set()).add(node.get("Index Name", node["Node Type"]))
+        for child in node.get("Plans", []):
+            walk(child, cte)
+
+    walk(plan[0]["Plan"], "")
+    for cte in ("named", "mates"):
+        assert "ix_payments_unsettled" not in scans[cte], (cte, scans[cte])
+        assert "pk_payments" in scans[cte], (cte, scans[cte])
