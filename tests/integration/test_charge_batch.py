@@ -265,12 +265,14 @@ def test_a_claim_finds_its_payments_by_primary_key_alone(quiet_app: Flask, plans
         connection.commit()
         connection.exec_driver_sql("ANALYZE payments")
         connection.exec_driver_sql(f"SET LOCAL plan_cache_mode = {plans}")
-        connection.exec_driver_sql(prepared._prepare)
+        # under a name of its own: this pooled connection may hold the claim prepared
+        connection.exec_driver_sql(prepared._prepare.replace(prepared.name, "explained", 1))
         try:
-            plan = connection.exec_driver_sql(
-                f"EXPLAIN (FORMAT JSON) {prepared._execute}", params).scalar_one()
+            plan = connection.exec_driver_sql("EXPLAIN (FORMAT JSON) " + prepared._execute
+                                              .replace(prepared.name, "explained", 1),
+                                              params).scalar_one()
         finally:
-            connection.exec_driver_sql(f"DEALLOCATE {prepared.name}")
+            connection.exec_driver_sql("DEALLOCATE explained")
             connection.execute(text("DELETE FROM payments WHERE id LIKE 'pay_explain%'"))
             connection.commit()
     scans: dict[str, set[str]] = {}
