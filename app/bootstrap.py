@@ -81,7 +81,12 @@ class Container:
             connect_args={
                 "connect_timeout": self.config.db_connect_timeout_seconds,
                 "options": f"-c statement_timeout={self.config.db_statement_timeout_ms}"
-                           f" -c lock_timeout={self.config.db_lock_timeout_ms}",
+                           f" -c lock_timeout={self.config.db_lock_timeout_ms}"
+                           # Our prepared statements (app/models/prepared.py) put constants
+                           # in their SQL, so a generic plan matches partial indexes; left
+                           # to choose, PostgreSQL kept planning the charge claim afresh at
+                           # every call (0.93 ms a call against 0.39 ms).
+                           " -c plan_cache_mode=force_generic_plan",
             },
         )
         event.listen(engine, "checkin", _out_of_autocommit)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from psycopg2.extensions import TRANSACTION_STATUS_INTRANS
-from sqlalchemy import Column, MetaData, String, Table, bindparam, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, select
 
 from app.bootstrap import Container, build
 from app.config import Config
@@ -40,6 +40,25 @@ def test_a_statement_prepared_before_a_migration_changed_a_column_type_runs_afte
         finally:
             connection.exec_driver_sql("DROP TABLE prepared_probe")
             connection.commit()
+            connection.invalidate()  # not back to the pool with the statement prepared
+
+
+def test_a_prepared_statement_runs_one_generic_plan_from_its_first_run(
+    container: Container,
+) -> None:
+    """Not planned afresh at each run (PostgreSQL's default, which kept doing so for the
+    charge claim: 0.93 ms a call against 0.39 ms): its constants are in its SQL, so the
+    generic plan matches partial indexes as a custom one would."""
+    statement = Prepared("generic_probe", select(bindparam("n", type_=Integer) + 1))
+    with container.engine.connect() as connection:
+        try:
+            for n in range(3):
+                assert statement.execute(connection, {"n": n}).scalar() == n + 1
+            plans = connection.exec_driver_sql(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE name = %s", (statement.name,)).one()
+            assert tuple(plans) == (3, 0)
+        finally:
             connection.invalidate()  # not back to the pool with the statement prepared
 
 
