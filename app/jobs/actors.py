@@ -27,15 +27,15 @@ CLOCK_WAIT_MAX_MS = 500
 
 @dramatiq.actor(on_retry_exhausted="payment_retries_exhausted")
 def charge_payment(payment_id: str) -> None:
-    """Charge one payment at its provider (at most once), in one batch with up to
-    CHARGE_BATCH_SIZE - 1 other pending one-time payments: their own messages then find
-    them claimed and do nothing.
+    """Charge one payment at its provider (at most once), in one batch with others.
 
     A message younger than CHARGE_LINGER_MS joins its process's open window
     (app/services/charge_window.py): when the window ends, its first message claims every
-    payment the window's messages name, with mates, and charges and settles them; the
-    others are done once that claim is made. Under load messages are older than that when
-    they are taken, and each claims on its own, with mates.
+    payment the window's messages name (no mates), and charges and settles them; the
+    others are done once that claim is made. A message taken late (under load, a retry, or
+    lingering off) claims at once its own payment and up to CHARGE_BATCH_SIZE - 1 other
+    pending one-time payments, its mates: their own messages then find them claimed and
+    do nothing.
     """
     c = container()
     message = CurrentMessage.get_current_message()
@@ -46,7 +46,7 @@ def charge_payment(payment_id: str) -> None:
     elif joined.leads:
         claims = joined.claim(lambda payment_ids: _claim(c, payment_ids, with_mates=False))
     else:
-        joined.wait()  # the lead's batch finishes this payment, as it does its mates
+        joined.wait()  # the lead's batch finishes this payment
         return
     retry = charge.charge_claimed(c.uow, c.providers, claims)
     for outcome in retry:  # the others': a message of their own retries each, as renewals'
