@@ -200,7 +200,6 @@ class Bench:
         metrics.mkdir()
         self.env = {**os.environ, **config.to_env(), "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
         self.engine: Engine = create_engine(config.database_url, pool_size=2)
-        self._queued_seen: tuple[int, float] | None = None
         self.cpu: dict[str, dict[str, Any]] = {}
         self.profiles: dict[str, Any] = {}
 
@@ -304,7 +303,7 @@ class Bench:
                                          str(a.fleet_processes), "--threads",
                                          str(a.fleet_threads)], self.env, BENCH)
         started = time.monotonic()
-        self.wait_until(self.consumed, a.drain_seconds)
+        self.wait_until(self.consumed(), a.drain_seconds)
         seconds = time.monotonic() - started
         self.record_cpu(phase, before, backlog)
         self.fleet.stop("floor fleet")
@@ -398,16 +397,16 @@ class Bench:
         # Mates settle most payments before their own messages are taken: those messages
         # are still queued, and each is a claim that finds nothing. Consumed before phase 5,
         # so that the steady flow starts with an empty queue rather than behind them.
-        emptied = self.wait_until(self.consumed, a.drain_seconds)
+        emptied = self.wait_until(self.consumed(), a.drain_seconds)
+        consumed_s = time.monotonic() - started
         self.record_cpu("fleet drains the backlog", before, settled)
         busy = seconds - (first or 0.0)
         say(f"fleet settled {settled} in {seconds:.1f} s, its messages consumed in"
-            f" {time.monotonic() - started:.1f} s")
+            f" {consumed_s:.1f} s")
         return {"backlog": backlog, "drained": drained is not None, "seconds": round(seconds, 1),
                 "first_settle_after_s": None if first is None else round(first, 1),
                 "settled_per_s": round(settled / busy, 1) if settled and busy > 0 else None,
-                "messages_consumed_s": None if emptied is None
-                else round(time.monotonic() - started, 1)}
+                "messages_consumed_s": None if emptied is None else round(consumed_s, 1)}
 
     def search(self, port: int, key: str, body: bytes, api: dict[str, Any],
                drain: dict[str, Any]) -> dict[str, Any]:
@@ -540,16 +539,20 @@ class Bench:
         with redis.Redis.from_url(self.config.redis_url) as queue:
             return int(queue.hlen(f"{self.config.redis_namespace}-dramatiq:default.msgs"))
 
-    def consumed(self) -> bool:
-        """Whether the fleet has taken every charge message it will: none left, or the
-        same ones left for a second (those a stopped fleet had taken and not acknowledged,
-        which Dramatiq gives back only after its heartbeat timeout)."""
-        left, seen = self.queued(), self._queued_seen
-        now = time.monotonic()
-        if seen is None or seen[0] != left:
-            self._queued_seen = (left, now)
-            return left == 0
-        return left == 0 or now - seen[1] >= 1.0
+    def consumed(self) -> Callable[[], bool]:
+        """For one wait: whether the fleet has taken every charge message it will: none
+        left, or the same number left for a second (those a stopped fleet had taken and not
+        acknowledged, which Dramatiq gives back only after its heartbeat timeout)."""
+        last, since = -1, time.monotonic()
+
+        def done() -> bool:
+            nonlocal last, since
+            left, now = self.queued(), time.monotonic()
+            if left != last:
+                last, since = left, now
+            return left == 0 or now - since >= 1.0
+
+        return done
 
     def unsettled(self) -> int:
         return self.scalar(f"SELECT count(*) FROM payments WHERE {UNSETTLED}")  # noqa: S608
