@@ -78,11 +78,9 @@ class Prepared:
         if self.name not in prepared:
             connection.exec_driver_sql(self._prepare)
             prepared.add(self.name)
-        params = []
-        for key, process in self._params:
-            params.append(process(values[key]) if process is not None else values[key])
+        params = self.bound(values)
         try:
-            return connection.exec_driver_sql(self._execute, tuple(params))
+            return connection.exec_driver_sql(self._execute, params)
         except NotSupportedError as error:  # "cached plan must not change result type"
             driver = connection.connection.dbapi_connection
             in_autocommit = driver is not None and driver.autocommit
@@ -92,7 +90,12 @@ class Prepared:
         connection.exec_driver_sql(f"DEALLOCATE {self.name}")
         connection.exec_driver_sql(self._prepare)
         prepared.add(self.name)
-        return connection.exec_driver_sql(self._execute, tuple(params))
+        return connection.exec_driver_sql(self._execute, params)
+
+    def bound(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The values of its parameters, in order, as the driver takes them."""
+        return tuple(process(values[key]) if process is not None else values[key]
+                     for key, process in self._params)
 
     def rows(self, connection: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """A SELECT's rows, each value as SQLAlchemy's result gives it (an enum column's

@@ -252,8 +252,6 @@ def test_a_claim_finds_its_payments_by_primary_key_alone(quiet_app: Flask, plans
     prepared = charge._claiming()
     values = {"ids": ids, "now": utcnow(), "owner": "explain", "until": utcnow(),
               "count": 3, "fresh": utcnow(), "attempt_stem": "att_explain"}
-    params = tuple(process(values[key]) if process else values[key]
-                   for key, process in prepared._params)
     with c.engine.connect() as setup:
         # A table of settled payments, each once pending: as after a busy minute.
         others = [column.name for column in Payment.__table__.columns if column.name != "id"]
@@ -276,7 +274,7 @@ def test_a_claim_finds_its_payments_by_primary_key_alone(quiet_app: Flask, plans
                 plan = connection.exec_driver_sql(
                     "EXPLAIN (FORMAT JSON) "
                     + prepared._execute.replace(prepared.name, "explained", 1),
-                    params).scalar_one()
+                    prepared.bound(values)).scalar_one()
             finally:
                 connection.invalidate()  # closed: not back to the pool with `explained`
     finally:
