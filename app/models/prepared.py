@@ -20,15 +20,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from psycopg2.errors import FeatureNotSupported
 from sqlalchemy import BindParameter, ClauseElement, Connection, CursorResult, Select, literal
 from sqlalchemy.dialects.postgresql import psycopg2
 from sqlalchemy.exc import NotSupportedError
 from sqlalchemy.pool import PoolProxiedConnection
-from sqlalchemy.sql import visitors
-from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import NullType
 
 _DIALECT = psycopg2.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
@@ -44,15 +42,14 @@ class Prepared:
     def __init__(self, name: str, statement: ClauseElement) -> None:
         # Constants (enum values, numbers) go into the SQL itself: as parameters, a generic
         # plan cannot match them to a partial index's predicate, and scans the table.
-        inlined = visitors.cloned_traverse(statement, {}, {"bindparam": _inline_constant})
-        compiled = inlined.compile(dialect=_DIALECT)
-        assert isinstance(compiled, SQLCompiler)
+        compiled = _Inlining(_DIALECT, statement)
         assert compiled.positiontup is not None
+        inlined = compiled.literal_execute_params
         binds = [compiled.binds[key] for key in compiled.positiontup
-                 if not compiled.binds[key].literal_execute]  # the others are $1, $2, ...
+                 if compiled.binds[key] not in inlined]  # the others are $1, $2, ...
         sql = str(compiled)
         for rendered, bind in compiled.binds.items():
-            if bind.literal_execute:
+            if bind in inlined:
                 sql = sql.replace(f"__[POSTCOMPILE_{rendered}]", str(literal(
                     bind.value, bind.type).compile(dialect=_DIALECT,
                                                    compile_kwargs={"literal_binds": True})))
@@ -105,9 +102,15 @@ class Prepared:
                 for row in self.execute(connection, values)]
 
 
-def _inline_constant(bind: BindParameter[Any]) -> None:
-    if not bind.required:
-        bind.literal_execute = True
+class _Inlining(_DIALECT.statement_compiler):  # type: ignore[name-defined,misc]
+    """Compiles every bound parameter that has a value (a constant) as one to render into
+    the SQL, wherever it sits: in a CTE that the statement reaches only through its columns
+    (an UPDATE's implicit FROM) too, which a traversal of the statement does not visit."""
+
+    def visit_bindparam(self, bindparam: BindParameter[Any], **kw: Any) -> str:
+        literal_execute = kw.pop("literal_execute", False) or not bindparam.required
+        return cast(str, super().visit_bindparam(bindparam, literal_execute=literal_execute,
+                                                 **kw))
 
 
 @contextmanager

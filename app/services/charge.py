@@ -14,6 +14,7 @@ says money moved wins.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,10 +34,12 @@ from sqlalchemy import (
     any_,
     bindparam,
     case,
+    column,
     false,
     func,
     insert,
     literal,
+    null,
     or_,
     select,
     true,
@@ -44,7 +47,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import cast as cast_
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Session
 
 from app.billing.subscription_state import Status
@@ -545,20 +548,152 @@ def _outcome(claim: Claim, result: ChargeResult) -> Outcome:
 def settle(uows: UnitOfWorkFactory, outcomes: Sequence[Outcome]) -> None:
     """Record attempts' outcomes, payments' new statuses and their events, once, together.
 
-    Locks go subscriptions first, then payments, each in id order (app/services/locks.py).
+    A batch of one-time payments is settled by one statement (`_settling`) wherever its
+    common case holds (the payment being charged, its attempt in flight, an answer that
+    ends it or waits for the customer); every other outcome, and a batch with a
+    subscription's payment, by `_record` through the ORM, in the same transaction. Locks go
+    subscriptions first, then payments, each in id order (app/services/locks.py).
     """
     with uows() as uow:
         session = uow.session
-        locked = locks.lock(session,
-                            subscription_ids=[o.claim.subscription_id for o in outcomes],
-                            payment_ids=[o.payment_id for o in outcomes])
-        for outcome in outcomes:
-            _record(session, locked.payments[outcome.payment_id], outcome)
+        rest: Sequence[Outcome] = outcomes
+        if all(o.claim.subscription_id is None for o in outcomes):
+            rest = _settle_one_time(session, outcomes)
+        if rest:
+            locked = locks.lock(session,
+                                subscription_ids=[o.claim.subscription_id for o in rest],
+                                payment_ids=[o.payment_id for o in rest])
+            for outcome in rest:
+                _record(session, locked.payments[outcome.payment_id], outcome)
         uow.commit()
     for outcome in outcomes:
         if not outcome.retry and outcome.status is not AttemptStatus.PROCESSING:
             _count_settled(outcome.claim.provider, outcome.claim.request.livemode,
                            outcome.status.value)
+
+
+#: The answers `_settling` records: each ends its payment, or makes it wait for the customer.
+PLAIN = (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED, AttemptStatus.REQUIRES_ACTION)
+
+
+def _settle_one_time(session: Session, outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """Settle one-time payments' plain outcomes in one statement, which first locks every
+    payment of the batch in id order; records their events (each payment rendered from what
+    the statement returned). Returns the outcomes it did not settle, for `_record`: those of
+    another kind, and those it found settled already, or not in the state it expects."""
+    plain = [o for o in outcomes if o.status in PLAIN and not o.retry]
+    ids = [o.payment_id for o in plain]
+    if not plain or len(set(ids)) < len(ids):
+        return list(outcomes)
+    values = {
+        "locked": sorted({o.payment_id for o in outcomes}), "ids": ids,
+        "keys": [o.claim.request.idempotency_key for o in plain],
+        "statuses": [o.status.value for o in plain],
+        "references": [o.reference or None for o in plain],
+        "failure_codes": [o.failure[0] if o.failure else None for o in plain],
+        "failure_messages": [o.failure[1] if o.failure else None for o in plain],
+        "next_actions": [json.dumps(action) if (action := _next_action(o)) else None
+                         for o in plain],
+        "now": utcnow(),
+    }
+    settled: dict[str, Payment] = {}
+    for row in _settling().execute(session.connection(), values):
+        payment = settled.get(row.id)
+        if payment is None:
+            payment = settled[row.id] = Payment(
+                id=row.id, tenant_id=row.tenant_id, livemode=row.livemode,
+                customer_id=row.customer_id, payment_method_id=row.payment_method_id,
+                subscription_id=None, amount=row.amount, currency=row.currency,
+                status=PaymentStatus(row.status), failure_code=row.failure_code,
+                failure_message=row.failure_message, amount_refunded=row.amount_refunded,
+                description=row.description, metadata_=row.metadata,
+                next_action=row.next_action, created_at=row.created_at,
+                updated_at=row.updated_at)
+        payment.attempts.append(PaymentAttempt(
+            number=row.number, status=AttemptStatus(row.attempt_status),
+            provider=row.provider, failure_code=row.attempt_failure_code,
+            created_at=row.attempt_created_at))
+    for payment in settled.values():
+        outbox.record_payment(session, f"payment.{payment.status.value}", payment)
+    return [o for o in outcomes if o.payment_id not in settled]
+
+
+def _next_action(outcome: Outcome) -> dict[str, Any] | None:
+    """What the customer must do next, if anything (API.md: the payment's next_action)."""
+    if outcome.redirect_url:
+        return {"type": "redirect_to_url", "redirect_url": outcome.redirect_url}
+    return None
+
+
+@functools.cache
+def _settling() -> Prepared:
+    """The statement that locks the payments `locked` in id order, then records the outcome
+    of each payment of `ids` (its attempt's idempotency key in `keys`, and so on) whose
+    payment is processing and whose attempt is still in flight as sent (`_record`'s rules
+    for that case, where every answer is news): the attempt's status, reference and
+    failure code, the payment's status, failure and next action, its lease ended; returns
+    each settled payment with every attempt, one row each, as they are now."""
+    payments, attempts = _table(Payment).c, _table(PaymentAttempt).c
+    now = bindparam("now", type_=DateTime(timezone=True))
+    locked = (
+        select(payments.id, payments.status)
+        .where(payments.id == any_(bindparam("locked", type_=ARRAY(String))))
+        .order_by(payments.id)
+        .with_for_update()
+        .cte("locked")
+        .prefix_with("MATERIALIZED")
+    )
+    names = ("ids", "keys", "statuses", "references", "failure_codes", "failure_messages",
+             "next_actions")
+    outcome = (
+        func.unnest(*(bindparam(name, type_=ARRAY(String)) for name in names))
+        .table_valued(*(column(name, String) for name in (
+            "payment_id", "key", "status", "reference", "failure_code", "failure_message",
+            "next_action")))
+        .render_derived(name="outcome")
+    )
+    attempt = (
+        update(_table(PaymentAttempt))
+        .where(attempts.payment_id == outcome.c.payment_id,
+               attempts.idempotency_key == outcome.c.key,
+               attempts.status == AttemptStatus.PROCESSING,
+               locked.c.id == outcome.c.payment_id,
+               locked.c.status == PaymentStatus.PROCESSING)
+        .values(status=outcome.c.status,
+                provider_reference=func.coalesce(outcome.c.reference,
+                                                 attempts.provider_reference),
+                failure_code=outcome.c.failure_code, updated_at=now)
+        .returning(attempts.id, attempts.payment_id, attempts.status, attempts.failure_code,
+                   outcome.c.failure_message, outcome.c.next_action)
+        .cte("attempt")
+    )
+    paid = (
+        update(_table(Payment))
+        .where(payments.id == attempt.c.payment_id)
+        .values(status=attempt.c.status, failure_code=attempt.c.failure_code,
+                failure_message=attempt.c.failure_message,
+                next_action=cast_(attempt.c.next_action, JSONB),
+                lease_until=null(), lease_owner=null(), updated_at=now)
+        .returning(payments.id, payments.tenant_id, payments.livemode, payments.customer_id,
+                   payments.payment_method_id, payments.amount, payments.currency,
+                   payments.status, payments.failure_code, payments.failure_message,
+                   payments.amount_refunded, payments.description, payments["metadata"],
+                   payments.next_action, payments.created_at, payments.updated_at,
+                   attempt.c.id.label("attempt_id"))
+        .cte("paid")
+    )
+    # The attempt the statement changed as it is now (the table shows its old row).
+    changed = attempts.id == paid.c.attempt_id
+    return Prepared("charge_settle", select(
+               *(c for c in paid.c if c.key != "attempt_id"), attempts.number,
+               attempts.provider,
+               case((changed, paid.c.status), else_=attempts.status).label("attempt_status"),
+               case((changed, paid.c.failure_code), else_=attempts.failure_code
+                    ).label("attempt_failure_code"),
+               attempts.created_at.label("attempt_created_at"))
+        .select_from(paid)
+        .join(_table(PaymentAttempt), attempts.payment_id == paid.c.id)
+        .order_by(paid.c.id, attempts.number))
 
 
 def _count_settled(provider: str, livemode: bool, outcome: str) -> None:
@@ -598,11 +733,7 @@ def _record(session: Session, payment: Payment, outcome: Outcome) -> None:
         return
     payment.status = PaymentStatus(status.value)
     payment.failure_code, payment.failure_message = outcome.failure or (None, None)
-    payment.next_action = (
-        {"type": "redirect_to_url", "redirect_url": outcome.redirect_url}
-        if outcome.redirect_url
-        else None
-    )
+    payment.next_action = _next_action(outcome)
     outbox.record_payment(session, f"payment.{status.value}", payment)
     billing_cycle.on_payment_settled(session, payment, hard=outcome.hard)
 

@@ -12,16 +12,17 @@ import dataclasses
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, event, select, text, update
 
 from app.bootstrap import Container
 from app.clock import utcnow
 from app.config import Config
-from app.models import Payment, PaymentAttempt, PaymentStatus
+from app.models import AttemptStatus, OutboxEvent, Payment, PaymentAttempt, PaymentStatus
 from app.models.database import drop_database, ensure_database, migrate
 from app.services import charge, payments
 from tests.conftest import start_worker
@@ -293,3 +294,82 @@ def test_a_claim_finds_its_payments_by_primary_key_alone(quiet_app: Flask, plans
     for cte in ("named", "mates"):
         assert "ix_payments_unsettled" not in scans[cte], (cte, scans[cte])
         assert "pk_payments" in scans[cte], (cte, scans[cte])
+
+
+@contextmanager
+def statements(c: Container) -> Iterator[list[str]]:
+    """Every statement the container's engine sends while the block runs, as sent."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    event.listen(c.engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(c.engine, "before_cursor_execute", record)
+
+
+def events_of(c: Container, payment_id: str) -> list[dict[str, Any]]:
+    """The payment's events in the outbox, in the order they were recorded."""
+    with c.engine.connect() as connection:
+        return list(connection.scalars(select(OutboxEvent.payload)
+                                       .where(OutboxEvent.key == payment_id)
+                                       .order_by(OutboxEvent.id)))
+
+
+def test_one_time_payments_settle_in_one_statement_with_the_events_the_api_shows(
+    quiet_app: Flask,
+) -> None:
+    """Their settle locks, records and returns them in one statement (no ORM read of the
+    payments), and each event carries the payment exactly as GET /payments/{id} shows it."""
+    c: Container = quiet_app.extensions["container"]
+    api = Api.for_new_tenant(quiet_app)
+    ids = [api.pay(token)["id"] for token in ("tok_ok", "tok_decline", "tok_action")]
+    claims = charge.claim(c.uow, ids, c.config.payment_lease_seconds)
+    assert len(claims) == 3
+    with statements(c) as sent:
+        assert charge.charge_claimed(c.uow, c.providers, claims) == []
+    assert len([s for s in sent if s.startswith("EXECUTE charge_settle")]) == 1
+    assert not [s for s in sent if s.startswith("SELECT") and "FOR UPDATE" in s], sent
+    for payment_id, status in zip(ids, ("succeeded", "failed", "requires_action"), strict=True):
+        shown = api.ok(api.get(f"/payments/{payment_id}"), 200)
+        assert shown["status"] == status
+        created, settled = events_of(c, payment_id)
+        assert (created["type"], settled["type"]) == ("payment.created", f"payment.{status}")
+        assert settled["data"]["object"] == shown
+    assert [ledger(api, payment_id) for payment_id in ids] == [1, 0, 0]
+
+
+def test_an_outcome_the_statement_does_not_expect_is_settled_by_the_rules_in_its_batch(
+    quiet_app: Flask,
+) -> None:
+    """A success for a payment recorded failed (money moved after all) goes through the
+    ORM's rules in the same transaction as the batch's plain outcome; answers that tell
+    nothing new change nothing and record no event."""
+    c: Container = quiet_app.extensions["container"]
+    api = Api.for_new_tenant(quiet_app)
+    late, plain = api.pay()["id"], api.pay()["id"]
+    claims = {claim.request.payment_id: claim
+              for claim in charge.claim(c.uow, [late, plain], c.config.payment_lease_seconds)}
+    declined = charge.Outcome(claims[late], AttemptStatus.FAILED,
+                              failure=("card_declined", "The card was declined."))
+    charge.settle(c.uow, [declined])
+    assert api.ok(api.get(f"/payments/{late}"), 200)["status"] == "failed"
+
+    outcomes = [charge.Outcome(claims[late], AttemptStatus.SUCCEEDED, reference="ch_late"),
+                charge.Outcome(claims[plain], AttemptStatus.SUCCEEDED, reference="ch_plain")]
+    charge.settle(c.uow, outcomes)
+    charge.settle(c.uow, [*outcomes, declined])  # nothing new
+    for payment_id, types in ((late, ["created", "failed", "succeeded"]),
+                              (plain, ["created", "succeeded"])):
+        shown = api.ok(api.get(f"/payments/{payment_id}"), 200)
+        assert shown["status"] == "succeeded"
+        assert [a["status"] for a in shown["attempts"]] == ["succeeded"]
+        events = events_of(c, payment_id)
+        assert [e["type"] for e in events] == [f"payment.{t}" for t in types]
+        assert events[-1]["data"]["object"] == shown
+    with c.session_factory() as session:
+        assert set(session.scalars(select(PaymentAttempt.provider_reference).where(
+            PaymentAttempt.payment_id.in_([late, plain])))) == {"ch_late", "ch_plain"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from psycopg2.extensions import TRANSACTION_STATUS_INTRANS
-from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, select, update
 
 from app.bootstrap import Container, build
 from app.config import Config
@@ -80,3 +80,34 @@ def test_a_connection_left_in_autocommit_comes_back_from_the_pool_in_transaction
             assert left.get_transaction_status() == TRANSACTION_STATUS_INTRANS
     finally:
         container.engine.dispose()
+
+
+def test_a_constant_in_a_cte_named_only_by_its_columns_goes_into_the_sql(
+    container: Container,
+) -> None:
+    """As in charge's settle, an UPDATE ... RETURNING that another one reaches through its
+    columns alone (an implicit FROM): its constants are rendered into the SQL like the
+    others, not left as parameters nobody passes."""
+    metadata = MetaData()
+    probe, copy = (Table(name, metadata, Column("id", String(10), primary_key=True),
+                         Column("note", String(10))) for name in ("inline_probe", "inline_copy"))
+    marked = (update(probe).where(probe.c.note == "new").values(note="seen")
+              .returning(probe.c.id).cte("marked"))
+    copied = (update(copy).where(copy.c.id == marked.c.id)
+              .values(note=bindparam("note", type_=String)).returning(copy.c.id).cte("copied"))
+    statement = Prepared("inline_probe", select(copied.c.id).order_by(copied.c.id))
+    with container.engine.connect() as connection:
+        try:
+            for name in ("inline_probe", "inline_copy"):
+                connection.exec_driver_sql(f"CREATE TABLE {name} (id varchar(10) PRIMARY KEY,"
+                                           " note varchar(10))")
+            connection.exec_driver_sql("INSERT INTO inline_probe VALUES ('a', 'new'),"
+                                       " ('b', 'old'), ('c', 'new')")
+            connection.exec_driver_sql("INSERT INTO inline_copy SELECT * FROM inline_probe")
+            assert list(statement.execute(connection, {"note": "copied"}).scalars()) == [
+                "a", "c"]
+            assert list(connection.exec_driver_sql(
+                "SELECT note FROM inline_probe ORDER BY id").scalars()) == ["seen", "old", "seen"]
+        finally:
+            connection.rollback()
+            connection.invalidate()  # not back to the pool with the statement prepared
