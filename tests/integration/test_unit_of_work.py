@@ -95,6 +95,7 @@ def test_many_inserted_objects_go_in_by_table_payments_before_their_attempts(
             payments = [pending_payment(
                 tenant_id=api.tenant_id, livemode=False, customer_id=customer["id"],
                 payment_method_id=method["id"], amount=100 + n, currency="eur",
+                metadata={"note": f"n\u00b0 {n} \u2713", "quote": '"\\'},
                 **({"description": "odd"} if n % 2 else {})) for n in range(3)]
             for payment in payments:
                 uow.insert(payment)
@@ -111,9 +112,16 @@ def test_many_inserted_objects_go_in_by_table_payments_before_their_attempts(
     dropped, kept = record(False), record(True)
     ids = [p.id for p in dropped + kept]
     with container.session_factory() as session:
-        found = {p.id: (p.description, [a.number for a in p.attempts]) for p in
+        found = {p.id: (shown(p), [a.number for a in p.attempts]) for p in
                  session.scalars(select(Payment).where(Payment.id.in_(ids)))}
-        events = session.scalars(select(OutboxEvent.key).where(OutboxEvent.key.in_(ids))
-                                 .order_by(OutboxEvent.id)).all()
-    assert found == {p.id: (p.description, [1]) for p in kept}
-    assert events == [p.id for p in kept]
+        events = session.execute(select(OutboxEvent.key, OutboxEvent.payload).where(
+            OutboxEvent.key.in_(ids)).order_by(OutboxEvent.id)).all()
+    # Every value as it was given: text, JSON, timestamps to the microsecond.
+    assert found == {p.id: (shown(p), [1]) for p in kept}
+    assert [(key, payload["data"]["object"]) for key, payload in events] == [
+        (p.id, render.payment(p)) for p in kept]
+
+
+def shown(payment: Payment) -> dict[str, Any]:
+    """The payment as the API shows it, but its attempts."""
+    return {k: v for k, v in render.payment(payment).items() if k != "attempts"}
