@@ -23,6 +23,7 @@ from sqlalchemy import (
     Engine,
     Exists,
     Insert,
+    Integer,
     String,
     Table,
     Text,
@@ -143,8 +144,10 @@ class UnitOfWork:
             return
         connection = self.session.connection()
         for table, batch in _batches(rows):
-            _rows_insert(table, tuple(batch[0])).execute(
-                connection, {"rows": json.dumps(batch, default=_json_value)})
+            _rows_insert(table, tuple(batch[0])).execute(connection, {"rows": json.dumps(
+                [{ORDINAL: n, **{column: value.isoformat() if isinstance(value, datetime)
+                                 else value for column, value in row.items()}}
+                 for n, row in enumerate(batch)])})
 
     def commit(self) -> None:
         """Write the kept objects and the recorded outbox events, commit, then send the
@@ -202,24 +205,24 @@ def _batches(rows: list[tuple[Table, Row]]) -> list[tuple[Table, list[Row]]]:
     return [(table, batch) for (table, _), batch in batches.items()]
 
 
+#: Each row's place in its batch, in the JSON `_rows_insert` takes: the rows go in in order.
+ORDINAL = "_n"
+
+
 @lru_cache(maxsize=64)
 def _rows_insert(table: Table, columns: tuple[str, ...]) -> Prepared:
-    """The INSERT of any number of rows of `table` setting `columns`, given as one JSON
-    array (`rows`) that PostgreSQL reads with jsonb_to_recordset: one prepared statement
-    whatever their number. As VALUES, each length was another statement to parse and plan,
-    and SQLAlchemy's executemany cost the settle of a batch of payments a tenth of its
-    worker's CPU (bench/pay.py)."""
+    """The INSERT of any number of rows of `table` setting `columns`, in their order, given
+    as one JSON array (`rows`; timestamps as ISO 8601 text, each row's place as ORDINAL)
+    that PostgreSQL reads with jsonb_to_recordset: one prepared statement whatever their
+    number. As VALUES, each length was another statement to parse and plan, and
+    SQLAlchemy's executemany cost the settle of a batch of payments a tenth of its worker's
+    CPU (bench/pay.py)."""
     rows = (func.jsonb_to_recordset(cast(bindparam("rows", type_=Text), JSONB))
-            .table_valued(*(column_(name, table.c[name].type) for name in columns))
+            .table_valued(*(column_(name, table.c[name].type) for name in columns),
+                          column_(ORDINAL, Integer))
             .render_derived(name="row", with_types=True))
-    return Prepared("uow_rows", insert(table).from_select(list(columns), select(*rows.c)))
-
-
-def _json_value(value: object) -> str:
-    """A row value JSON has no type for, as PostgreSQL reads it back (a timestamp)."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not a column value a batch insert takes")
+    return Prepared("uow_rows", insert(table).from_select(
+        list(columns), select(*(rows.c[name] for name in columns)).order_by(rows.c[ORDINAL])))
 
 
 def _insert_all(rows: list[tuple[Table, Row]],

@@ -577,11 +577,12 @@ PLAIN = (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED, AttemptStatus.REQUIRES_A
 
 
 def _settle_one_time(session: Session, outcomes: Sequence[Outcome]) -> list[Outcome]:
-    """Settle one-time payments' plain outcomes in one statement, which first locks every
-    payment of the batch in id order; records their events (each payment rendered from what
-    the statement returned). Returns the outcomes it did not settle, for `_record`: those of
-    another kind, and those it found settled already, or not in the state it expects."""
-    plain = [o for o in outcomes if o.status in PLAIN and not o.retry]
+    """Settle one-time payments' plain outcomes in one statement, which locks the batch's
+    payments in id order (those it reads: any left are the highest ids, which `_record`'s
+    lock takes after); records their events (each payment rendered from what the statement
+    returned). Returns the outcomes it did not settle, for `_record`: those of another kind,
+    and those it found settled already, or not in the state it expects."""
+    plain = [o for o in outcomes if _plain(o)]
     ids = [o.payment_id for o in plain]
     if not plain or len(set(ids)) < len(ids):
         return list(outcomes)
@@ -592,8 +593,7 @@ def _settle_one_time(session: Session, outcomes: Sequence[Outcome]) -> list[Outc
         "references": [o.reference or None for o in plain],
         "failure_codes": [o.failure[0] if o.failure else None for o in plain],
         "failure_messages": [o.failure[1] if o.failure else None for o in plain],
-        "next_actions": [json.dumps(action) if (action := _next_action(o)) else None
-                         for o in plain],
+        "next_actions": [json.dumps(_next_action(o)) for o in plain],  # none: JSON null
         "now": utcnow(),
     }
     settled: dict[str, Payment] = {}
@@ -615,7 +615,11 @@ def _settle_one_time(session: Session, outcomes: Sequence[Outcome]) -> list[Outc
             created_at=row.attempt_created_at))
     for payment in settled.values():
         outbox.record_payment(session, f"payment.{payment.status.value}", payment)
-    return [o for o in outcomes if o.payment_id not in settled]
+    return [o for o in outcomes if not (_plain(o) and o.payment_id in settled)]
+
+
+def _plain(outcome: Outcome) -> bool:
+    return outcome.status in PLAIN and not outcome.retry
 
 
 def _next_action(outcome: Outcome) -> dict[str, Any] | None:

@@ -85,8 +85,8 @@ def test_inserted_objects_are_written_by_the_commit_with_their_events_or_not_at_
 def test_many_inserted_objects_go_in_by_table_payments_before_their_attempts(
     api: Api, container: Container
 ) -> None:
-    """A renewal round's shape: several payments (not all with the same columns set), an
-    attempt each and their events, in batches at the commit, or not at all."""
+    """A renewal round's shape: several payments, an attempt each (not all with the same
+    columns set) and their events, in batches at the commit, or not at all."""
     customer = api.customer()
     method = api.payment_method(customer["id"])
 
@@ -104,7 +104,9 @@ def test_many_inserted_objects_go_in_by_table_payments_before_their_attempts(
                 uow.insert(PaymentAttempt(
                     id=new_id("att"), payment_id=payment.id, number=1,
                     status=AttemptStatus.PROCESSING, provider="sandbox",
-                    idempotency_key=f"{payment.id}:1"))
+                    idempotency_key=f"{payment.id}:1",
+                    **({"provider_reference": f"ref {payment.amount}"}
+                       if payment.amount % 2 else {})))
             if commit:
                 uow.commit()
         return payments
@@ -112,12 +114,14 @@ def test_many_inserted_objects_go_in_by_table_payments_before_their_attempts(
     dropped, kept = record(False), record(True)
     ids = [p.id for p in dropped + kept]
     with container.session_factory() as session:
-        found = {p.id: (shown(p), [a.number for a in p.attempts]) for p in
-                 session.scalars(select(Payment).where(Payment.id.in_(ids)))}
+        found = {p.id: (shown(p), p.created_at,
+                        [(a.number, a.provider_reference) for a in p.attempts])
+                 for p in session.scalars(select(Payment).where(Payment.id.in_(ids)))}
         events = session.execute(select(OutboxEvent.key, OutboxEvent.payload).where(
             OutboxEvent.key.in_(ids)).order_by(OutboxEvent.id)).all()
     # Every value as it was given: text, JSON, timestamps to the microsecond.
-    assert found == {p.id: (shown(p), [1]) for p in kept}
+    assert found == {p.id: (shown(p), p.created_at, [
+        (1, f"ref {p.amount}" if p.amount % 2 else None)]) for p in kept}
     assert [(key, payload["data"]["object"]) for key, payload in events] == [
         (p.id, render.payment(p)) for p in kept]
 
