@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import enum
+import functools
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, func, text
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    func,
+    inspect,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.clock import utcnow
 from app.models.base import Base, TenantOwned, enum_column
@@ -136,3 +148,24 @@ class Refund(TenantOwned, Base):
     updated_at: Mapped[datetime] = mapped_column(
         default=utcnow, onupdate=utcnow, server_default=func.now()
     )
+
+
+@functools.cache
+def row_layout() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The attribute keys of a payment's columns, then of an attempt's, in mapper order: the
+    layout of the rows `loaded` takes (read once the mappers are configured)."""
+    return (tuple(prop.key for prop in inspect(Payment).column_attrs),
+            tuple(prop.key for prop in inspect(PaymentAttempt).column_attrs))
+
+
+def loaded(rows: Sequence[Sequence[Any]]) -> Payment:
+    """The payment of rows laid out as `row_layout` says, one per attempt (the attempt's
+    fields NULL when it has none), with its attempts, as a query loads them: no session,
+    no collection events (a hot path: GET /payments/{id}, the worker's settle)."""
+    payment_fields, attempt_fields = row_layout()
+    n = len(payment_fields)
+    payment = Payment(**dict(zip(payment_fields, rows[0][:n], strict=True)))
+    set_committed_value(payment, "attempts", [
+        PaymentAttempt(**dict(zip(attempt_fields, row[n:], strict=True)))
+        for row in rows if row[n] is not None])
+    return payment

@@ -16,10 +16,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import operator
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import groupby
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -64,6 +66,7 @@ from app.models import (
     Provider,
     Subscription,
 )
+from app.models.payment import loaded, row_layout
 from app.models.prepared import Prepared, autocommit
 from app.models.uow import UnitOfWork, UnitOfWorkFactory
 from app.providers.base import ChargeRequest, ChargeResult
@@ -596,23 +599,9 @@ def _settle_one_time(session: Session, outcomes: Sequence[Outcome]) -> list[Outc
         "next_actions": [json.dumps(_next_action(o)) for o in plain],  # none: JSON null
         "now": utcnow(),
     }
-    settled: dict[str, Payment] = {}
-    for row in _settling().execute(session.connection(), values):
-        payment = settled.get(row.id)
-        if payment is None:
-            payment = settled[row.id] = Payment(
-                id=row.id, tenant_id=row.tenant_id, livemode=row.livemode,
-                customer_id=row.customer_id, payment_method_id=row.payment_method_id,
-                subscription_id=None, amount=row.amount, currency=row.currency,
-                status=PaymentStatus(row.status), failure_code=row.failure_code,
-                failure_message=row.failure_message, amount_refunded=row.amount_refunded,
-                description=row.description, metadata_=row.metadata,
-                next_action=row.next_action, created_at=row.created_at,
-                updated_at=row.updated_at)
-        payment.attempts.append(PaymentAttempt(
-            number=row.number, status=AttemptStatus(row.attempt_status),
-            provider=row.provider, failure_code=row.attempt_failure_code,
-            created_at=row.attempt_created_at))
+    rows = _settling().rows(session.connection(), values)
+    by_id = operator.itemgetter(row_layout()[0].index("id"))
+    settled = {payment_id: loaded(list(group)) for payment_id, group in groupby(rows, by_id)}
     for payment in settled.values():
         outbox.record_payment(session, f"payment.{payment.status.value}", payment)
     return [o for o in outcomes if not (_plain(o) and o.payment_id in settled)]
@@ -636,8 +625,11 @@ def _settling() -> Prepared:
     payment is processing and whose attempt is still in flight as sent (`_record`'s rules
     for that case, where every answer is news): the attempt's status, reference and
     failure code, the payment's status, failure and next action, its lease ended; returns
-    each settled payment with every attempt, one row each, as they are now."""
+    each settled payment with every attempt, one row each, as they are now, laid out as
+    `loaded` takes them."""
     payments, attempts = _table(Payment).c, _table(PaymentAttempt).c
+    payment_fields, attempt_fields = row_layout()
+    changed = ("status", "provider_reference", "failure_code", "updated_at")  # in an attempt
     now = bindparam("now", type_=DateTime(timezone=True))
     locked = (
         select(payments.id, payments.status)
@@ -667,7 +659,7 @@ def _settling() -> Prepared:
                 provider_reference=func.coalesce(outcome.c.reference,
                                                  attempts.provider_reference),
                 failure_code=outcome.c.failure_code, updated_at=now)
-        .returning(attempts.id, attempts.payment_id, attempts.status, attempts.failure_code,
+        .returning(attempts.id, attempts.payment_id, *(attempts[name] for name in changed),
                    outcome.c.failure_message, outcome.c.next_action)
         .cte("attempt")
     )
@@ -678,23 +670,18 @@ def _settling() -> Prepared:
                 failure_message=attempt.c.failure_message,
                 next_action=cast_(attempt.c.next_action, JSONB),
                 lease_until=null(), lease_owner=null(), updated_at=now)
-        .returning(payments.id, payments.tenant_id, payments.livemode, payments.customer_id,
-                   payments.payment_method_id, payments.amount, payments.currency,
-                   payments.status, payments.failure_code, payments.failure_message,
-                   payments.amount_refunded, payments.description, payments["metadata"],
-                   payments.next_action, payments.created_at, payments.updated_at,
-                   attempt.c.id.label("attempt_id"))
+        .returning(*(getattr(Payment, field) for field in payment_fields),
+                   *(attempt.c[name].label(f"attempt_{name}") for name in ("id", *changed)))
         .cte("paid")
     )
-    # The attempt the statement changed as it is now (the table shows its old row).
-    changed = attempts.id == paid.c.attempt_id
+    # Rows as `loaded` takes them; the attempt the statement changed as it is now (the
+    # table shows its old row).
+    payment_columns = list(paid.c)[:len(payment_fields)]
+    mine = attempts.id == paid.c.attempt_id
     return Prepared("charge_settle", select(
-               *(c for c in paid.c if c.key != "attempt_id"), attempts.number,
-               attempts.provider,
-               case((changed, paid.c.status), else_=attempts.status).label("attempt_status"),
-               case((changed, paid.c.failure_code), else_=attempts.failure_code
-                    ).label("attempt_failure_code"),
-               attempts.created_at.label("attempt_created_at"))
+               *payment_columns,
+               *(case((mine, paid.c[f"attempt_{field}"]), else_=attempts[field]).label(field)
+                 if field in changed else attempts[field] for field in attempt_fields))
         .select_from(paid)
         .join(_table(PaymentAttempt), attempts.payment_id == paid.c.id)
         .order_by(paid.c.id, attempts.number))

@@ -13,10 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, inspect, select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.orm.attributes import set_committed_value
 
 from app import render
 from app.cache import Cache
@@ -33,6 +32,7 @@ from app.models import (
     WebhookEndpoint,
 )
 from app.models.base import TenantOwned
+from app.models.payment import loaded, row_layout
 from app.models.prepared import Prepared, autocommit
 from app.replicas import Replica, Replicas, parse_lsn
 from app.services.clocks import get_clock
@@ -97,8 +97,7 @@ def _reading(sessions: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
-_PAYMENT_FIELDS = [column.key for column in inspect(Payment).column_attrs]
-_ATTEMPT_FIELDS = [column.key for column in inspect(PaymentAttempt).column_attrs]
+_PAYMENT_FIELDS, _ATTEMPT_FIELDS = row_layout()
 #: A payment in scope with its attempts (one row each, or one row of NULLs: none yet).
 _PAYMENT = Prepared("payment_with_attempts", select(
     *(getattr(Payment, field) for field in _PAYMENT_FIELDS),
@@ -118,12 +117,7 @@ def payment(reader: Reader, scope: Scope, payment_id: str) -> Json:
         }) if storable(payment_id) else []
         if not rows:
             raise missing(Payment, payment_id)
-        fields = len(_PAYMENT_FIELDS)
-        attempts = [PaymentAttempt(**dict(zip(_ATTEMPT_FIELDS, row[fields:], strict=True)))
-                    for row in rows if row[fields] is not None]
-        found = Payment(**dict(zip(_PAYMENT_FIELDS, rows[0][:fields], strict=True)))
-        set_committed_value(found, "attempts", attempts)  # as loaded: no collection events
-        return render.payment(found)
+        return render.payment(loaded(rows))
 
     return reader.run(read)
 
