@@ -10,9 +10,11 @@ from typing import Any, TypeVar
 
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 from werkzeug.test import TestResponse
 
+from app.bootstrap import Container
+from app.models import OutboxEvent
 from app.services.tenants import create_tenant
 
 T = TypeVar("T")
@@ -106,3 +108,10 @@ def lock_waits(engine: Engine, query_like: str = "%") -> int:
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
             " AND query LIKE :query AND datname = current_database()"), {"query": query_like})
             or 0)
+
+
+def outbox(container: Container, key: str) -> list[dict[str, Any]]:
+    """The payloads of every outbox event keyed by `key`, in order."""
+    with container.session_factory() as session:
+        return list(session.scalars(
+            select(OutboxEvent.payload).where(OutboxEvent.key == key).order_by(OutboxEvent.id)))

@@ -22,11 +22,11 @@ from sqlalchemy import delete, event, select, text, update
 from app.bootstrap import Container
 from app.clock import utcnow
 from app.config import Config
-from app.models import AttemptStatus, OutboxEvent, Payment, PaymentAttempt, PaymentStatus
+from app.models import AttemptStatus, Payment, PaymentAttempt, PaymentStatus
 from app.models.database import drop_database, ensure_database, migrate
 from app.services import charge, payments
 from tests.conftest import start_worker
-from tests.support import Api, eventually, lock_waits
+from tests.support import Api, eventually, lock_waits, outbox
 
 MATES = charge.Mates(count=1000, fresh_seconds=30)
 
@@ -311,14 +311,6 @@ def statements(c: Container) -> Iterator[list[str]]:
         event.remove(c.engine, "before_cursor_execute", record)
 
 
-def events_of(c: Container, payment_id: str) -> list[dict[str, Any]]:
-    """The payment's events in the outbox, in the order they were recorded."""
-    with c.engine.connect() as connection:
-        return list(connection.scalars(select(OutboxEvent.payload)
-                                       .where(OutboxEvent.key == payment_id)
-                                       .order_by(OutboxEvent.id)))
-
-
 def test_one_time_payments_settle_in_one_statement_with_the_events_the_api_shows(
     quiet_app: Flask,
 ) -> None:
@@ -336,7 +328,7 @@ def test_one_time_payments_settle_in_one_statement_with_the_events_the_api_shows
     for payment_id, status in zip(ids, ("succeeded", "failed", "requires_action"), strict=True):
         shown = api.ok(api.get(f"/payments/{payment_id}"), 200)
         assert shown["status"] == status
-        created, settled = events_of(c, payment_id)
+        created, settled = outbox(c, payment_id)
         assert (created["type"], settled["type"]) == ("payment.created", f"payment.{status}")
         assert settled["data"]["object"] == shown
     assert [ledger(api, payment_id) for payment_id in ids] == [1, 0, 0]
@@ -367,7 +359,7 @@ def test_an_outcome_the_statement_does_not_expect_is_settled_by_the_rules_in_its
         shown = api.ok(api.get(f"/payments/{payment_id}"), 200)
         assert shown["status"] == "succeeded"
         assert [a["status"] for a in shown["attempts"]] == ["succeeded"]
-        events = events_of(c, payment_id)
+        events = outbox(c, payment_id)
         assert [e["type"] for e in events] == [f"payment.{t}" for t in types]
         assert events[-1]["data"]["object"] == shown
     with c.session_factory() as session:

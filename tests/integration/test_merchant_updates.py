@@ -16,7 +16,6 @@ from app.ids import new_id
 from app.models import (
     Customer,
     IdempotencyKey,
-    OutboxEvent,
     SentMail,
     WebhookDelivery,
     WebhookEndpoint,
@@ -31,16 +30,9 @@ from tests.integration.test_subscriptions import (
     wait_status,
 )
 from tests.sim.fixtures import Merchant, Sims
-from tests.support import Api
+from tests.support import Api, outbox
 
 NOT_JSON = {"data": "email=x", "content_type": "application/x-www-form-urlencoded"}
-
-
-def outbox(container: Container, key: str) -> list[dict[str, Any]]:
-    """The payloads of every outbox event keyed by `key`, in order."""
-    with container.session_factory() as session:
-        return list(session.scalars(
-            select(OutboxEvent.payload).where(OutboxEvent.key == key).order_by(OutboxEvent.id)))
 
 
 def types(container: Container, key: str) -> list[str]:
