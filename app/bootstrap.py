@@ -115,6 +115,13 @@ class Container:
         return Retries(max_retries=limit, min_backoff=self.config.charge_min_backoff_ms,
                        max_backoff=self.config.charge_max_backoff_ms, retry_when=transient)
 
+    def retry_backoff_ms(self, retries: int) -> int:
+        """The longest `retries` (Container.retries) holds a message's next try after its
+        `retries`-th retry: its backoff with jitter is at most twice the exponential step,
+        and at most CHARGE_MAX_BACKOFF_MS."""
+        policy = self.retries
+        return int(min(policy.min_backoff * 2 ** (min(retries, 32) + 1), policy.max_backoff))
+
     def retry_after_ms(self, error: ProviderRateLimited) -> int | None:
         """How long to hold a retry the provider asked to wait for (its Retry-After, at
         least our minimum backoff), never shortened; None: the backoff decides."""

@@ -127,7 +127,7 @@ def process_subscriptions(subscription_ids: list[str], requeues: int = 0) -> Non
 
 @dramatiq.actor(queue_name=QUEUES["advance_test_clock"], time_limit=3_600_000,
                 on_retry_exhausted="clock_retries_exhausted")
-def advance_test_clock(clock_id: str, waits: int = 0) -> None:
+def advance_test_clock(clock_id: str, waits: int = 0, generation: int | None = None) -> None:
     """Run everything due on a test clock up to its new frozen time, then mark it ready;
     retried (dramatiq.Retry: logged as a retry, counted as one) while its payments are not
     settled (ClockUnsettled).
@@ -135,25 +135,37 @@ def advance_test_clock(clock_id: str, waits: int = 0) -> None:
     While it only waits for payments other workers are charging (ClockWaiting), it is sent
     again as a new message `waits` + 1, after CLOCK_WAIT_FIRST_MS doubled `waits` times (at
     most CLOCK_WAIT_MAX_MS): waiting for others draws on none of its retries, which stay for
-    its own payments' transient errors (1 + CHARGE_MAX_RETRIES attempts each).
+    its own payments' transient errors (1 + CHARGE_MAX_RETRIES attempts each). A stopped
+    advance records when its retry or next message is due (`clocks.next_run`): the scheduler
+    replaces that message only once it is overdue; a replaced message is void
+    (`generation`, Drive.VOID).
 
     On its own queue, and at most TEST_CLOCK_TENANT_CONCURRENCY clocks of a tenant at once:
     test keys cannot fill the threads that live renewals run on.
     """
     c = container()
     slots = c.config.test_clock_tenant_concurrency
-    with clocks.driving(c.engine, clock_id, tenant_slots=slots) as drive:
+    with clocks.driving(c.engine, clock_id, tenant_slots=slots, generation=generation) as drive:
         if drive is clocks.Drive.MINE:
             try:
                 advance.advance_clock(c.uow, c.providers, clock_id,
                                       lease_seconds=c.config.payment_lease_seconds)
             except advance.ClockWaiting:
                 delay_ms = min(CLOCK_WAIT_FIRST_MS << min(waits, 10), CLOCK_WAIT_MAX_MS)
-                c.enqueue("advance_test_clock", clock_id, waits + 1, delay_ms=delay_ms)
+                _advance_later(c, clock_id, waits + 1, delay_ms)
             except advance.ClockUnsettled as exc:
+                message = CurrentMessage.get_current_message()
+                retries = message.options.get("retries", 0) if message else 0
+                clocks.next_run(c.uow, clock_id, c.retry_backoff_ms(retries), new_message=False)
                 raise dramatiq.Retry(str(exc)) from exc  # the backoff decides
         elif drive is clocks.Drive.TENANT_BUSY:  # its turn comes when one of them is done
-            c.enqueue("advance_test_clock", clock_id, delay_ms=TENANT_BUSY_DELAY_MS)
+            _advance_later(c, clock_id, 0, TENANT_BUSY_DELAY_MS)
+
+
+def _advance_later(c: Container, clock_id: str, waits: int, delay_ms: int) -> None:
+    """Send the clock's advance again in `delay_ms`, as a message of a new generation."""
+    generation = clocks.next_run(c.uow, clock_id, delay_ms, new_message=True)
+    c.enqueue("advance_test_clock", clock_id, waits, generation, delay_ms=delay_ms)
 
 
 @dramatiq.actor(queue_name=QUEUES["clock_retries_exhausted"])
@@ -173,4 +185,4 @@ def clock_retries_exhausted(
         return
     c = container()
     advance.give_up(c.uow, str(args[0]))
-    c.enqueue("advance_test_clock", str(args[0]))
+    _advance_later(c, str(args[0]), 0, 0)

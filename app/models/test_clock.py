@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
+from sqlalchemy import Index, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.clock import utcnow
@@ -20,7 +21,16 @@ class TestClock(TenantOwned, Base):
     __tablename__ = "test_clocks"
     __test__ = False  # not a pytest test class
     label = "test clock"
+    __table_args__ = (
+        Index("ix_test_clocks_advancing", "updated_at",
+              postgresql_where=text("status = 'advancing'")),
+    )
 
     frozen_time: Mapped[datetime]
     status: Mapped[ClockStatus] = mapped_column(enum_column(ClockStatus))
+    #: While advancing: when its advance was last driven, or (a stopped advance) when the
+    #: message that goes on with it is due; the scheduler sends a new one some seconds after.
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    #: The generation of the one advance message that may drive the clock: bumped as a new
+    #: one is sent, so a message replaced by the scheduler's is void (`clocks.driving`).
+    generation: Mapped[int] = mapped_column(default=0, server_default="0")

@@ -24,6 +24,9 @@ from app.telemetry import metrics
 from app.webhooks import deliveries
 
 log = logging.getLogger(__name__)
+#: A test clock's advance message this late (a backlog on the `clocks` queue stays well
+#: under it) is taken as lost and replaced: a lost one costs seconds, not minutes.
+CLOCK_OVERDUE_SECONDS = 5
 
 
 def drain(claim: Callable[[UnitOfWork], int], container: Container, batch: int) -> None:
@@ -38,13 +41,20 @@ def drain(claim: Callable[[UnitOfWork], int], container: Container, batch: int) 
 
 
 def reconcile_job(container: Container) -> None:
-    """Re-drive payments, refunds and test clocks that a crash, lost message or lost answer
-    left behind."""
+    """Re-drive payments and refunds that a crash, lost message or lost answer left
+    behind."""
     config = container.config
-    for claim in (reconcile.claim_stale_work, clocks.redrive_stalled):
-        drain(partial(claim, stale_seconds=config.reconcile_stale_seconds,
-                      batch=config.reconcile_batch_size),
-              container, config.reconcile_batch_size)
+    drain(partial(reconcile.claim_stale_work, stale_seconds=config.reconcile_stale_seconds,
+                  batch=config.reconcile_batch_size),
+          container, config.reconcile_batch_size)
+
+
+def clock_job(container: Container) -> None:
+    """Send a new advance for each test clock whose advance message is lost: nobody drives
+    the clock, and its message is CLOCK_OVERDUE_SECONDS past its time."""
+    batch = container.config.reconcile_batch_size
+    drain(partial(clocks.redrive_stalled, stale_seconds=CLOCK_OVERDUE_SECONDS, batch=batch),
+          container, batch)
 
 
 def webhook_job(container: Container) -> None:
@@ -84,6 +94,7 @@ def build_scheduler(container: Container) -> BlockingScheduler:
         (reconcile_job, "reconcile", {"seconds": config.reconcile_interval_seconds}),
         (webhook_job, "webhooks", {"seconds": config.reconcile_interval_seconds}),
         (renewal_job, "renewals", {"seconds": config.renewal_interval_seconds}),
+        (clock_job, "clocks", {"seconds": config.renewal_interval_seconds}),
         (prune_job, "prune", {"minutes": 10}),
     ]
     for job, name, every in jobs:

@@ -1,24 +1,27 @@
 """A test clock whose advance message was lost (a Redis restart, a killed worker) is driven
-again by the scheduler, and never by two workers at once.
+again by the scheduler within seconds, and never by two workers or two messages at once.
 
 Found by bench/faults.py: after a worker kill and a Redis restart the clock stayed
-`advancing` for good, and none of its renewals ran.
+`advancing` for good, and none of its renewals ran; later, that each lost message cost
+RECONCILE_STALE_SECONDS (30 s) before it was sent again, minutes under repeated faults.
 """
 
 from __future__ import annotations
 
 import subprocess
 import uuid
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from dramatiq.common import compute_backoff
 from sqlalchemy import update
 
 from app.bootstrap import Container
 from app.models import ClockStatus, Payment, PaymentStatus, Provider, TestClock
 from app.models.uow import UnitOfWork
-from app.scheduler.runner import reconcile_job
+from app.scheduler.runner import CLOCK_OVERDUE_SECONDS, clock_job
 from app.services import clocks, customers, plans, subscriptions
 from app.services.clocks import advance
 from app.services.scope import Scope
@@ -44,8 +47,31 @@ def _advancing_clock(container: Container) -> str:
         uow.session.execute(update(TestClock).where(TestClock.id == clock_id)
                             .values(updated_at=TestClock.updated_at - timedelta(hours=1)))
         uow.commit()
-    assert lost == [("advance_test_clock", clock_id)]
+    assert lost == [("advance_test_clock", clock_id, 0, 1)]
     return clock_id
+
+
+def _drive(
+    container: Container, clock_id: str, *, slots: int = 1, generation: int | None = None
+) -> AbstractContextManager[clocks.Drive]:
+    return clocks.driving(container.engine, clock_id, tenant_slots=slots, generation=generation)
+
+
+def _redriven(container: Container, clock_id: str) -> list[tuple[Any, ...]]:
+    """The advance messages the scheduler's look for overdue clocks sends for `clock_id`
+    (other tests' clocks may be overdue too)."""
+    sent: list[tuple[Any, ...]] = []
+    with UnitOfWork(container.session_factory, lambda *a, **k: sent.append(a)) as uow:
+        clocks.redrive_stalled(uow, stale_seconds=CLOCK_OVERDUE_SECONDS, batch=10_000)
+        uow.commit()
+    return [message for message in sent if message[1] == clock_id]
+
+
+def _backdate(container: Container, clock_id: str, seconds: float) -> None:
+    with container.uow() as uow:
+        uow.session.execute(update(TestClock).where(TestClock.id == clock_id).values(
+            updated_at=TestClock.updated_at - timedelta(seconds=seconds)))
+        uow.commit()
 
 
 def _status(container: Container, clock_id: str) -> ClockStatus:
@@ -57,18 +83,18 @@ def test_a_clock_whose_advance_message_was_lost_is_advanced_by_the_scheduler(
     container: Container, worker: subprocess.Popen[bytes]
 ) -> None:
     clock_id = _advancing_clock(container)
-    reconcile_job(container)
+    clock_job(container)
     eventually(lambda: _status(container, clock_id) is ClockStatus.READY, 30,
                what="the stalled clock to be advanced again")
 
 
 def test_a_clock_is_driven_by_one_worker_at_a_time(container: Container) -> None:
     clock_id = _advancing_clock(container)
-    with clocks.driving(container.engine, clock_id, tenant_slots=1) as first:
+    with _drive(container, clock_id) as first:
         assert first is clocks.Drive.MINE
-        with clocks.driving(container.engine, clock_id, tenant_slots=1) as second:
+        with _drive(container, clock_id) as second:
             assert second is clocks.Drive.TAKEN, "a second driver while the first lives"
-    with clocks.driving(container.engine, clock_id, tenant_slots=1) as after:
+    with _drive(container, clock_id) as after:
         assert after is clocks.Drive.MINE, "the lock is free once the first driver is done"
 
 
@@ -79,13 +105,13 @@ def test_a_tenant_drives_at_most_its_slots_of_clocks_at_once(container: Containe
         session.execute(update(TestClock).where(TestClock.id == second)
                         .values(tenant_id=tenant_id))
         session.commit()
-    with clocks.driving(container.engine, first, tenant_slots=1) as one:
+    with _drive(container, first) as one:
         assert one is clocks.Drive.MINE
-        with clocks.driving(container.engine, second, tenant_slots=1) as other:
+        with _drive(container, second) as other:
             assert other is clocks.Drive.TENANT_BUSY
-        with clocks.driving(container.engine, second, tenant_slots=2) as other:
+        with _drive(container, second, slots=2) as other:
             assert other is clocks.Drive.MINE
-    with clocks.driving(container.engine, second, tenant_slots=1) as after:
+    with _drive(container, second) as after:
         assert after is clocks.Drive.MINE, "the slot is free once the first clock is done"
 
 
@@ -129,9 +155,52 @@ def test_an_advance_waiting_for_its_retry_is_not_driven_again(container: Contain
         uow.commit()
     with pytest.raises(advance.ClockWaiting):
         advance.advance_clock(unsent, container.providers, clock_id, lease_seconds=60)
-    sent.clear()
+    # as the actor does: its next look is a new message, sent after CLOCK_WAIT_FIRST_MS
+    clocks.next_run(unsent, clock_id, 50, new_message=True)
+    assert _redriven(container, clock_id) == []
 
-    with unsent() as uow:  # other tests' clocks may be stalled: only this one matters
-        clocks.redrive_stalled(uow, stale_seconds=60, batch=10_000)
-        uow.commit()
-    assert ("advance_test_clock", clock_id) not in sent
+
+def test_a_replaced_advance_message_is_void(container: Container) -> None:
+    clock_id = _advancing_clock(container)
+    assert _redriven(container, clock_id) == [("advance_test_clock", clock_id, 0, 2)]
+    with _drive(container, clock_id, generation=1) as lost:
+        assert lost is clocks.Drive.VOID, "the message it replaced, should it turn up late"
+    with _drive(container, clock_id, generation=2) as new:
+        assert new is clocks.Drive.MINE
+    with _drive(container, clock_id) as older:
+        assert older is clocks.Drive.MINE, "a message sent before generations existed"
+    assert _redriven(container, clock_id) == [], "just sent: not overdue"
+
+
+def test_a_clock_being_driven_is_not_sent_again(container: Container) -> None:
+    clock_id = _advancing_clock(container)
+    with _drive(container, clock_id, generation=1) as drive:
+        assert drive is clocks.Drive.MINE
+        assert _redriven(container, clock_id) == []
+    assert _redriven(container, clock_id) == [], "looked at just now, and found driven"
+    _backdate(container, clock_id, CLOCK_OVERDUE_SECONDS + 1)
+    assert _redriven(container, clock_id) == [("advance_test_clock", clock_id, 0, 2)]
+
+
+def test_a_stopped_advance_is_left_alone_until_its_next_message_is_overdue(
+    container: Container
+) -> None:
+    """A retry held by the backoff (CHARGE_MIN_BACKOFF_MS doubled per retry, up to
+    CHARGE_MAX_BACKOFF_MS) is not replaced before its time: a second message would drive
+    the clock beside the retry, and its retries start from nothing."""
+    clock_id = _advancing_clock(container)
+    assert clocks.next_run(container.uow, clock_id, 60_000, new_message=False) == 1
+    _backdate(container, clock_id, 60 + CLOCK_OVERDUE_SECONDS - 2)
+    assert _redriven(container, clock_id) == [], "its retry is not overdue yet"
+    _backdate(container, clock_id, 3)
+    assert _redriven(container, clock_id) == [("advance_test_clock", clock_id, 0, 2)]
+
+
+def test_a_retry_is_awaited_as_long_as_the_backoff_may_hold_it(container: Container) -> None:
+    policy = container.retries
+    for retries in range(12):
+        longest = max(compute_backoff(retries, factor=policy.min_backoff,
+                                      max_backoff=policy.max_backoff)[1] for _ in range(200))
+        assert longest <= container.retry_backoff_ms(retries)
+    assert container.retry_backoff_ms(0) == 2 * policy.min_backoff
+    assert container.retry_backoff_ms(40) == policy.max_backoff

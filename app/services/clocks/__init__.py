@@ -7,14 +7,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, select, text, update
+from sqlalchemy import Connection, Engine, case, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.clock import utcnow
 from app.ids import new_id
 from app.models import ClockStatus, TestClock
-from app.models.uow import UnitOfWork
+from app.models.uow import UnitOfWork, UnitOfWorkFactory
 from app.services.errors import Conflict, Forbidden, Invalid
 from app.services.scope import Scope
 
@@ -62,7 +62,8 @@ def start_advance(
         )
     clock.frozen_time = frozen_time
     clock.status = ClockStatus.ADVANCING
-    uow.enqueue("advance_test_clock", clock.id)
+    clock.generation += 1
+    uow.enqueue("advance_test_clock", clock.id, 0, clock.generation)
     return clock
 
 
@@ -72,27 +73,54 @@ def _test_mode_only(scope: Scope) -> None:
 
 
 def redrive_stalled(uow: UnitOfWork, *, stale_seconds: int, batch: int) -> int:
-    """Send `advance_test_clock` again (after commit) for clocks left `advancing` longer than
-    `stale_seconds`.
+    """Send a new `advance_test_clock` (after commit) for each clock left `advancing` whose
+    advance nobody drives and whose message is `stale_seconds` overdue: lost (a Redis
+    restart, a killed worker) or stuck.
 
-    Its message may have been lost (a Redis restart, a killed worker). A clock still being
-    advanced is harmless to send again: `driving` lets one worker at a time advance it.
-    Rows are taken with SKIP LOCKED and their `updated_at` pushed forward, as for payments.
+    A clock's `updated_at` is when its advance was last driven, or when the message a
+    stopped advance sent (its retry, its next look) is due (`next_run`), so a message waiting
+    its time is left alone. A clock a worker drives holds its `driving` lock: this takes the
+    same lock for the rest of the transaction, and leaves the clock alone if it cannot. The
+    new message carries a new generation, which voids the one it replaces should it turn up
+    after all: one message drives a clock at a time. Rows are taken with SKIP LOCKED.
     """
     now = utcnow()
-    stalled = list(uow.session.scalars(
+    overdue = list(uow.session.scalars(
         select(TestClock.id)
         .where(TestClock.status == ClockStatus.ADVANCING,
                TestClock.updated_at < now - timedelta(seconds=stale_seconds))
+        .order_by(TestClock.updated_at)
         .limit(batch)
         .with_for_update(skip_locked=True)
     ))
-    if stalled:
-        uow.session.execute(update(TestClock).where(TestClock.id.in_(stalled))
-                            .values(updated_at=now))
-    for clock_id in stalled:
-        uow.enqueue("advance_test_clock", clock_id)
-    return len(stalled)
+    if not overdue:
+        return 0
+    undriven = [clock_id for clock_id in overdue if uow.session.scalar(
+        text("SELECT pg_try_advisory_xact_lock(hashtextextended(:n, 0))"), {"n": clock_id})]
+    sent = uow.session.execute(  # a driven clock is just driven: not looked at again now
+        update(TestClock).where(TestClock.id.in_(overdue))
+        .values(updated_at=now, generation=TestClock.generation
+                + case((TestClock.id.in_(undriven), 1), else_=0))
+        .returning(TestClock.id, TestClock.generation))
+    for clock_id, generation in sent:
+        if clock_id in undriven:
+            uow.enqueue("advance_test_clock", clock_id, 0, generation)
+    return len(overdue)
+
+
+def next_run(uows: UnitOfWorkFactory, clock_id: str, in_ms: int, *, new_message: bool) -> int:
+    """Record that a stopped advance goes on in `in_ms` (its `updated_at`, which the
+    scheduler's `redrive_stalled` waits for) and return the generation its message carries:
+    a new one when `new_message` (the caller sends it, and any older message is void), else
+    the current one (the current message is retried)."""
+    with uows() as uow:
+        generation: int = uow.session.scalars(
+            update(TestClock).where(TestClock.id == clock_id)
+            .values(updated_at=utcnow() + timedelta(milliseconds=in_ms),
+                    generation=TestClock.generation + int(new_message))
+            .returning(TestClock.generation)).one()
+        uow.commit()
+    return generation
 
 
 class Drive(enum.Enum):
@@ -101,29 +129,39 @@ class Drive(enum.Enum):
     MINE = "mine"  # advance it now
     TAKEN = "taken"  # another worker is advancing it: drop the message
     TENANT_BUSY = "tenant_busy"  # the tenant's other clocks use every slot: send it again later
+    VOID = "void"  # a newer message replaced it (`redrive_stalled`, `next_run`): drop it
 
 
 @contextmanager
-def driving(engine: Engine, clock_id: str, *, tenant_slots: int) -> Iterator[Drive]:
-    """Whether the caller may advance the clock: PostgreSQL advisory locks on a connection
-    of its own (autocommit: no transaction left open), held while the caller advances it,
-    one on the clock and one of its tenant's `tenant_slots` (TEST_CLOCK_TENANT_CONCURRENCY).
+def driving(
+    engine: Engine, clock_id: str, *, tenant_slots: int, generation: int | None
+) -> Iterator[Drive]:
+    """Whether the caller may advance the clock with its message of `generation`: PostgreSQL
+    advisory locks on a connection of its own (autocommit: no transaction left open), held
+    while the caller advances it, one on the clock and one of its tenant's `tenant_slots`
+    (TEST_CLOCK_TENANT_CONCURRENCY).
 
     The locks end with their connection, so a worker that dies frees the clock and its slot
     for the next message; a second message for a clock being advanced finds it taken; a
-    tenant advancing many clocks at once holds at most `tenant_slots` worker threads.
+    message of an older generation than the clock's is void (the clock's generation is read
+    once its lock is held; a message sent before generations existed has None); a tenant
+    advancing many clocks at once holds at most `tenant_slots` worker threads.
     """
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        tenant_id = connection.scalar(select(TestClock.tenant_id)
-                                      .where(TestClock.id == clock_id))
         held: list[int] = []
         try:
-            if _lock(connection, clock_id, held):
-                slots = (f"clock-slot:{tenant_id}:{n}" for n in range(tenant_slots))
-                yield Drive.MINE if any(_lock(connection, s, held) for s in slots) \
-                    else Drive.TENANT_BUSY
-            else:
+            if not _lock(connection, clock_id, held):
                 yield Drive.TAKEN
+                return
+            tenant_id, current = connection.execute(
+                select(TestClock.tenant_id, TestClock.generation)
+                .where(TestClock.id == clock_id)).one()
+            if generation is not None and generation != current:
+                yield Drive.VOID
+                return
+            slots = (f"clock-slot:{tenant_id}:{n}" for n in range(tenant_slots))
+            yield Drive.MINE if any(_lock(connection, s, held) for s in slots) \
+                else Drive.TENANT_BUSY
         finally:
             try:
                 for key in held:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from app.clock import utcnow
 from app.models import ClockStatus, Payment, PaymentStatus, Subscription, TestClock
@@ -49,22 +49,9 @@ def advance_clock(
     on the customer): each run charges the open ones once and reconciles the `unknown` ones,
     and raises ClockUnsettled while any stays open, or ClockWaiting when each that does is
     being charged by another worker; when the retries run out, `give_up` fails them as real
-    time would. A stopped advance marks the clock as just driven, so the scheduler does not
-    send a second advance (`clocks.redrive_stalled`) while its next run waits.
+    time would. The caller records when a stopped advance goes on (`clocks.next_run`), so
+    the scheduler does not send a second advance while its next run waits.
     """
-    try:
-        return _advance(uows, providers, clock_id, lease_seconds)
-    except (ClockUnsettled, ClockWaiting):
-        with uows() as uow:
-            uow.session.execute(update(TestClock).where(TestClock.id == clock_id)
-                                .values(updated_at=utcnow()))
-            uow.commit()
-        raise
-
-
-def _advance(
-    uows: UnitOfWorkFactory, providers: ProviderRegistry, clock_id: str, lease_seconds: int
-) -> int:
     with uows() as uow:
         clock = uow.session.get_one(TestClock, clock_id)
         until = clock.frozen_time
