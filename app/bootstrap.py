@@ -11,6 +11,7 @@ import dramatiq
 import psycopg2
 import redis
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import compute_backoff
 from dramatiq.middleware import CurrentMessage, Retries, default_middleware
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -115,12 +116,13 @@ class Container:
         return Retries(max_retries=limit, min_backoff=self.config.charge_min_backoff_ms,
                        max_backoff=self.config.charge_max_backoff_ms, retry_when=transient)
 
-    def retry_backoff_ms(self, retries: int) -> int:
-        """The longest `retries` (Container.retries) holds a message's next try after its
-        `retries`-th retry: its backoff with jitter is at most twice the exponential step,
-        and at most CHARGE_MAX_BACKOFF_MS."""
+    def retry_delay_ms(self, retries: int) -> int:
+        """A delay `retries` (Container.retries) would give a message's next try after its
+        `retries`-th retry: Dramatiq's own exponential backoff with jitter, for an actor that
+        must know its retry's time (raise dramatiq.Retry(delay=...) with it)."""
         policy = self.retries
-        return int(min(policy.min_backoff * 2 ** (min(retries, 32) + 1), policy.max_backoff))
+        return compute_backoff(retries, factor=policy.min_backoff,
+                               max_backoff=policy.max_backoff)[1]
 
     def retry_after_ms(self, error: ProviderRateLimited) -> int | None:
         """How long to hold a retry the provider asked to wait for (its Retry-After, at

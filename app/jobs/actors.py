@@ -155,9 +155,9 @@ def advance_test_clock(clock_id: str, waits: int = 0, generation: int | None = N
                 _advance_later(c, clock_id, waits + 1, delay_ms)
             except advance.ClockUnsettled as exc:
                 message = CurrentMessage.get_current_message()
-                retries = message.options.get("retries", 0) if message else 0
-                clocks.next_run(c.uow, clock_id, c.retry_backoff_ms(retries), new_message=False)
-                raise dramatiq.Retry(str(exc)) from exc  # the backoff decides
+                delay_ms = c.retry_delay_ms(message.options.get("retries", 0) if message else 0)
+                clocks.next_run(c.uow, clock_id, delay_ms, new_message=False)
+                raise dramatiq.Retry(str(exc), delay=delay_ms) from exc
         elif drive is clocks.Drive.TENANT_BUSY:  # its turn comes when one of them is done
             _advance_later(c, clock_id, 0, TENANT_BUSY_DELAY_MS)
 
