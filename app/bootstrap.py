@@ -11,7 +11,6 @@ import dramatiq
 import psycopg2
 import redis
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.common import compute_backoff
 from dramatiq.middleware import CurrentMessage, Retries, default_middleware
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -115,14 +114,6 @@ class Container:
 
         return Retries(max_retries=limit, min_backoff=self.config.charge_min_backoff_ms,
                        max_backoff=self.config.charge_max_backoff_ms, retry_when=transient)
-
-    def retry_delay_ms(self, retries: int) -> int:
-        """A delay `retries` (Container.retries) would give a message's next try after its
-        `retries`-th retry: Dramatiq's own exponential backoff with jitter, for an actor that
-        must know its retry's time (raise dramatiq.Retry(delay=...) with it)."""
-        policy = self.retries
-        return compute_backoff(retries, factor=policy.min_backoff,
-                               max_backoff=policy.max_backoff)[1]
 
     def retry_after_ms(self, error: ProviderRateLimited) -> int | None:
         """How long to hold a retry the provider asked to wait for (its Retry-After, at

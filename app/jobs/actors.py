@@ -135,37 +135,29 @@ def advance_test_clock(clock_id: str, waits: int = 0, generation: int | None = N
     While it only waits for payments other workers are charging (ClockWaiting), it is sent
     again as a new message `waits` + 1, after CLOCK_WAIT_FIRST_MS doubled `waits` times (at
     most CLOCK_WAIT_MAX_MS): waiting for others draws on none of its retries, which stay for
-    its own payments' transient errors (1 + CHARGE_MAX_RETRIES attempts each). A stopped
-    advance records when its retry or next message is due (`clocks.next_run`): the scheduler
-    replaces that message only once it is overdue; a replaced message is void
-    (`generation`, Drive.VOID).
+    its own payments' transient errors (1 + CHARGE_MAX_RETRIES attempts each). Every message
+    that goes on with an advance carries its `generation`; one the scheduler replaced
+    because it looked lost (`clocks.redrive_stalled`) is void.
 
     On its own queue, and at most TEST_CLOCK_TENANT_CONCURRENCY clocks of a tenant at once:
     test keys cannot fill the threads that live renewals run on.
     """
     c = container()
     slots = c.config.test_clock_tenant_concurrency
+    later: tuple[int, int] | None = None  # the next message's `waits` and delay
     with clocks.driving(c.engine, clock_id, tenant_slots=slots, generation=generation) as drive:
         if drive is clocks.Drive.MINE:
             try:
                 advance.advance_clock(c.uow, c.providers, clock_id,
                                       lease_seconds=c.config.payment_lease_seconds)
             except advance.ClockWaiting:
-                delay_ms = min(CLOCK_WAIT_FIRST_MS << min(waits, 10), CLOCK_WAIT_MAX_MS)
-                _advance_later(c, clock_id, waits + 1, delay_ms)
+                later = waits + 1, min(CLOCK_WAIT_FIRST_MS << min(waits, 10), CLOCK_WAIT_MAX_MS)
             except advance.ClockUnsettled as exc:
-                message = CurrentMessage.get_current_message()
-                delay_ms = c.retry_delay_ms(message.options.get("retries", 0) if message else 0)
-                clocks.next_run(c.uow, clock_id, delay_ms, new_message=False)
-                raise dramatiq.Retry(str(exc), delay=delay_ms) from exc
+                raise dramatiq.Retry(str(exc)) from exc  # the backoff decides
         elif drive is clocks.Drive.TENANT_BUSY:  # its turn comes when one of them is done
-            _advance_later(c, clock_id, 0, TENANT_BUSY_DELAY_MS)
-
-
-def _advance_later(c: Container, clock_id: str, waits: int, delay_ms: int) -> None:
-    """Send the clock's advance again in `delay_ms`, as a message of a new generation."""
-    generation = clocks.next_run(c.uow, clock_id, delay_ms, new_message=True)
-    c.enqueue("advance_test_clock", clock_id, waits, generation, delay_ms=delay_ms)
+            later = 0, TENANT_BUSY_DELAY_MS
+    if later is not None:  # once the clock's lock is free: the message cannot find it taken
+        c.enqueue("advance_test_clock", clock_id, later[0], generation, delay_ms=later[1])
 
 
 @dramatiq.actor(queue_name=QUEUES["clock_retries_exhausted"])
@@ -175,8 +167,9 @@ def clock_retries_exhausted(
     """An advance's retries ran out: settle its payments as real time would (failed, or
     unknown if they may have been charged), then advance the clock again, its retries anew.
 
-    After an error that is not transient nothing is done here: the clock stays advancing and
-    the scheduler sends the advance again (`clocks.redrive_stalled`).
+    After an error that is not transient nothing is done here: the clock stays advancing,
+    the broker holds no message for it, and the scheduler sends a new one
+    (`clocks.redrive_stalled`).
     """
     args = message_data.get("args")
     assert isinstance(args, list)
@@ -185,4 +178,4 @@ def clock_retries_exhausted(
         return
     c = container()
     advance.give_up(c.uow, str(args[0]))
-    _advance_later(c, str(args[0]), 0, 0)
+    c.enqueue("advance_test_clock", str(args[0]), 0, *args[2:])  # in its generation

@@ -28,9 +28,10 @@ class TestClock(TenantOwned, Base):
 
     frozen_time: Mapped[datetime]
     status: Mapped[ClockStatus] = mapped_column(enum_column(ClockStatus))
-    #: While advancing: when its advance was last driven, or (a stopped advance) when the
-    #: message that goes on with it is due; the scheduler sends a new one some seconds after.
+    #: While advancing: when its advance started, or the scheduler last looked for its
+    #: message (`clocks.redrive_stalled`).
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-    #: The generation of the one advance message that may drive the clock: bumped as a new
-    #: one is sent, so a message replaced by the scheduler's is void (`clocks.driving`).
+    #: The generation of the advance messages that may drive the clock: bumped when an
+    #: advance starts or the scheduler replaces a lost message, so the message it replaced
+    #: is void (`clocks.driving`).
     generation: Mapped[int] = mapped_column(default=0, server_default="0")

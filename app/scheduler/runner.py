@@ -15,18 +15,22 @@ from types import FrameType
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from app.bootstrap import Container, build
+from app.bootstrap import QUEUES, Container, build
 from app.log import configure_logging
 from app.models.uow import UnitOfWork
 from app.scheduler import samples
+from app.scheduler.queues import held_messages
 from app.services import clocks, maintenance, reconcile, renewals
 from app.telemetry import metrics
 from app.webhooks import deliveries
 
 log = logging.getLogger(__name__)
-#: A test clock's advance message this late (a backlog on the `clocks` queue stays well
-#: under it) is taken as lost and replaced: a lost one costs seconds, not minutes.
-CLOCK_OVERDUE_SECONDS = 5
+#: How long an advancing test clock goes between the scheduler's looks for its message: a
+#: lost one costs seconds, not RECONCILE_STALE_SECONDS (a look reads the `clocks` queue).
+CLOCK_LOOK_SECONDS = 5
+#: A Dramatiq worker that sent Redis no command for this long is taken as dead: the clock
+#: advances it fetched are lost (the generation voids them should it live after all).
+WORKER_SILENT_MS = 10_000
 
 
 def drain(claim: Callable[[UnitOfWork], int], container: Container, batch: int) -> None:
@@ -50,11 +54,18 @@ def reconcile_job(container: Container) -> None:
 
 
 def clock_job(container: Container) -> None:
-    """Send a new advance for each test clock whose advance message is lost: nobody drives
-    the clock, and its message is CLOCK_OVERDUE_SECONDS past its time."""
+    """Send a new advance for each test clock whose advance message is lost: the broker
+    holds none for it and nobody drives it (looked at every CLOCK_LOOK_SECONDS a clock)."""
     batch = container.config.reconcile_batch_size
-    drain(partial(clocks.redrive_stalled, stale_seconds=CLOCK_OVERDUE_SECONDS, batch=batch),
-          container, batch)
+
+    def held() -> set[clocks.Held]:
+        messages = held_messages(container.redis, container.broker.namespace,
+                                 QUEUES["advance_test_clock"], silent_ms=WORKER_SILENT_MS)
+        return {advance for m in messages
+                if (advance := clocks.held_advance(m["actor_name"], m["args"])) is not None}
+
+    drain(partial(clocks.redrive_stalled, held=held, stale_seconds=CLOCK_LOOK_SECONDS,
+                  batch=batch), container, batch)
 
 
 def webhook_job(container: Container) -> None:

@@ -23,10 +23,14 @@ def upgrade() -> None:
     # A server default: the running previous release inserts clocks without it.
     op.add_column('test_clocks', sa.Column('generation', sa.Integer(), nullable=False,
                                            server_default='0'))
-    op.create_index('ix_test_clocks_advancing', 'test_clocks', ['updated_at'],
-                    postgresql_where=sa.text("status = 'advancing'"))
+    with op.get_context().autocommit_block():  # the previous release keeps writing clocks
+        op.create_index('ix_test_clocks_advancing', 'test_clocks', ['updated_at'],
+                        postgresql_where=sa.text("status = 'advancing'"),
+                        postgresql_concurrently=True)
 
 
 def downgrade() -> None:
-    op.drop_index('ix_test_clocks_advancing', table_name='test_clocks')
+    with op.get_context().autocommit_block():
+        op.drop_index('ix_test_clocks_advancing', table_name='test_clocks',
+                      postgresql_concurrently=True)
     op.drop_column('test_clocks', 'generation')

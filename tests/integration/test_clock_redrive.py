@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from sqlalchemy import update
 from app.bootstrap import Container
 from app.models import ClockStatus, Payment, PaymentStatus, Provider, TestClock
 from app.models.uow import UnitOfWork
-from app.scheduler.runner import CLOCK_OVERDUE_SECONDS, clock_job
+from app.scheduler.runner import CLOCK_LOOK_SECONDS, clock_job
 from app.services import clocks, customers, plans, subscriptions
 from app.services.clocks import advance
 from app.services.scope import Scope
@@ -42,7 +43,7 @@ def _advancing_clock(container: Container) -> str:
     with UnitOfWork(container.session_factory, lambda *a, **k: lost.append(a)) as uow:
         clocks.start_advance(uow, scope, clock_id, START + timedelta(days=40))
         uow.commit()
-    with container.uow() as uow:  # as if the reconcile interval had passed since
+    with container.uow() as uow:  # as if the scheduler's look were due since
         uow.session.execute(update(TestClock).where(TestClock.id == clock_id)
                             .values(updated_at=TestClock.updated_at - timedelta(hours=1)))
         uow.commit()
@@ -56,14 +57,22 @@ def _drive(
     return clocks.driving(container.engine, clock_id, tenant_slots=slots, generation=generation)
 
 
-def _redriven(container: Container, clock_id: str) -> list[tuple[Any, ...]]:
-    """The advance messages the scheduler's look for overdue clocks sends for `clock_id`
-    (other tests' clocks may be overdue too)."""
+def _redriven(
+    container: Container, clock_id: str, held: Collection[clocks.Held] = ()
+) -> list[tuple[Any, ...]]:
+    """The advance messages the scheduler's look sends for `clock_id` when the broker holds
+    `held` (other tests' clocks may be due for a look too)."""
     sent: list[tuple[Any, ...]] = []
     with UnitOfWork(container.session_factory, lambda *a, **k: sent.append(a)) as uow:
-        clocks.redrive_stalled(uow, stale_seconds=CLOCK_OVERDUE_SECONDS, batch=10_000)
+        clocks.redrive_stalled(uow, lambda: held, stale_seconds=CLOCK_LOOK_SECONDS,
+                               batch=10_000)
         uow.commit()
     return [message for message in sent if message[1] == clock_id]
+
+
+def _generation(container: Container, clock_id: str) -> int:
+    with container.session_factory() as session:
+        return session.get_one(TestClock, clock_id).generation
 
 
 def _backdate(container: Container, clock_id: str, seconds: float) -> None:
@@ -154,9 +163,39 @@ def test_an_advance_waiting_for_its_retry_is_not_driven_again(container: Contain
         uow.commit()
     with pytest.raises(advance.ClockWaiting):
         advance.advance_clock(unsent, container.providers, clock_id, lease_seconds=60)
-    # as the actor does: its next look is a new message, sent after CLOCK_WAIT_FIRST_MS
-    clocks.next_run(unsent, clock_id, 50, new_message=True)
-    assert _redriven(container, clock_id) == []
+    # the actor's next look: a delayed message of the same generation, which the broker holds
+    assert _redriven(container, clock_id, held={(clock_id, 1)}) == []
+
+
+def test_an_advance_the_broker_holds_is_left_alone_however_long_it_waits(
+    container: Container, worker: subprocess.Popen[bytes]
+) -> None:
+    """Held: ready behind a long queue, delayed (a retry, the advance's next look), fetched
+    by a worker that is busy, or the message that sends it again once its retries ran out;
+    a replacement would void it, and its retries would start from nothing. Lost with Redis
+    (restarted empty), it is replaced, and the clock advances."""
+    clock_id = _advancing_clock(container)  # its message lost, its look due an hour ago
+    container.enqueue("advance_test_clock", clock_id, 2, 1, delay_ms=3_600_000)
+    clock_job(container)
+    assert _generation(container, clock_id) == 1, "its next look is held: not replaced"
+
+    namespace = container.broker.namespace
+    container.redis.delete(*(f"{namespace}:clocks{suffix}"  # Redis restarted, empty
+                             for suffix in ("", ".msgs", ".DQ", ".DQ.msgs")))
+    _backdate(container, clock_id, CLOCK_LOOK_SECONDS + 1)
+    clock_job(container)
+    assert _generation(container, clock_id) == 2, "lost: replaced"
+    eventually(lambda: _status(container, clock_id) is ClockStatus.READY, 30,
+               what="the replacement to advance the clock")
+
+
+def test_which_messages_stand_for_a_clocks_advance() -> None:
+    assert clocks.held_advance("advance_test_clock", ["clock_a", 2, 7]) == ("clock_a", 7)
+    assert clocks.held_advance("advance_test_clock", ["clock_a"]) == ("clock_a", None)
+    exhausted = [{"actor_name": "advance_test_clock", "args": ["clock_b", 0, 3]},
+                 {"retries": 5, "max_retries": 5}]
+    assert clocks.held_advance("clock_retries_exhausted", exhausted) == ("clock_b", 3)
+    assert clocks.held_advance("charge_payment", ["pay_1"]) is None
 
 
 def test_a_replaced_advance_message_is_void(container: Container) -> None:
@@ -168,7 +207,7 @@ def test_a_replaced_advance_message_is_void(container: Container) -> None:
         assert new is clocks.Drive.MINE
     with _drive(container, clock_id) as older:
         assert older is clocks.Drive.MINE, "a message sent before generations existed"
-    assert _redriven(container, clock_id) == [], "just sent: not overdue"
+    assert _redriven(container, clock_id) == [], "just looked at"
 
 
 def test_a_clock_being_driven_is_not_sent_again(container: Container) -> None:
@@ -177,31 +216,13 @@ def test_a_clock_being_driven_is_not_sent_again(container: Container) -> None:
         assert drive is clocks.Drive.MINE
         assert _redriven(container, clock_id) == []
     assert _redriven(container, clock_id) == [], "looked at just now, and found driven"
-    _backdate(container, clock_id, CLOCK_OVERDUE_SECONDS + 1)
+    _backdate(container, clock_id, CLOCK_LOOK_SECONDS + 1)
     assert _redriven(container, clock_id) == [("advance_test_clock", clock_id, 0, 2)]
 
 
-def test_a_stopped_advance_is_left_alone_until_its_next_message_is_overdue(
-    container: Container
-) -> None:
-    """A retry held by the backoff (CHARGE_MIN_BACKOFF_MS doubled per retry, up to
-    CHARGE_MAX_BACKOFF_MS) is not replaced before its time: a second message would drive
-    the clock beside the retry, and its retries start from nothing."""
+def test_a_legacy_message_counts_as_held(container: Container) -> None:
     clock_id = _advancing_clock(container)
-    assert clocks.next_run(container.uow, clock_id, 60_000, new_message=False) == 1
-    _backdate(container, clock_id, 60 + CLOCK_OVERDUE_SECONDS - 2)
-    assert _redriven(container, clock_id) == [], "its retry is not overdue yet"
-    _backdate(container, clock_id, 3)
-    assert _redriven(container, clock_id) == [("advance_test_clock", clock_id, 0, 2)]
-
-
-def test_a_retry_is_held_by_the_actors_backoff(container: Container) -> None:
-    """The delay an advance's retry is given, and recorded for the scheduler, is the one
-    policy's: CHARGE_MIN_BACKOFF_MS doubled per retry, with jitter, at most
-    CHARGE_MAX_BACKOFF_MS."""
-    policy = container.retries
-    for retries in range(12):
-        step = policy.min_backoff * 2 ** retries
-        delays = {container.retry_delay_ms(retries) for _ in range(50)}
-        assert all(min(step, policy.max_backoff // 2) <= d <= min(2 * step, policy.max_backoff)
-                   for d in delays), (retries, delays)
+    assert _redriven(container, clock_id, held={(clock_id, None)}) == []
+    _backdate(container, clock_id, CLOCK_LOOK_SECONDS + 1)
+    assert _redriven(container, clock_id, held={(clock_id, 0)}) == [
+        ("advance_test_clock", clock_id, 0, 2)], "a message of an older generation is void"

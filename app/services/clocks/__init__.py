@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, Engine, case, select, text, update
 from sqlalchemy.exc import DBAPIError
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 from app.clock import utcnow
 from app.ids import new_id
 from app.models import ClockStatus, TestClock
-from app.models.uow import UnitOfWork, UnitOfWorkFactory
+from app.models.uow import UnitOfWork
 from app.services.errors import Conflict, Forbidden, Invalid
 from app.services.scope import Scope
 
@@ -72,55 +73,62 @@ def _test_mode_only(scope: Scope) -> None:
         raise Forbidden("Test clocks are available in test mode only.")
 
 
-def redrive_stalled(uow: UnitOfWork, *, stale_seconds: int, batch: int) -> int:
-    """Send a new `advance_test_clock` (after commit) for each clock left `advancing` whose
-    advance nobody drives and whose message is `stale_seconds` overdue: lost (a Redis
-    restart, a killed worker) or stuck.
+#: The clock's `driving` lock, taken for the transaction if it is free.
+_TRY_DRIVING = text("SELECT pg_try_advisory_xact_lock(hashtextextended(:n, 0))")
+#: A clock's advance held by the broker: (clock id, generation; None if sent before
+#: generations existed).
+Held = tuple[str, int | None]
 
-    A clock's `updated_at` is when its advance was last driven, or when the message a
-    stopped advance sent (its retry, its next look) is due (`next_run`), so a message waiting
-    its time is left alone. A clock a worker drives holds its `driving` lock: this takes the
-    same lock for the rest of the transaction, and leaves the clock alone if it cannot. The
-    new message carries a new generation, which voids the one it replaces should it turn up
-    after all: one message drives a clock at a time. Rows are taken with SKIP LOCKED.
+
+def redrive_stalled(uow: UnitOfWork, held: Callable[[], Collection[Held]], *,
+                    stale_seconds: int, batch: int) -> int:
+    """Send a new `advance_test_clock` (after commit) for each clock left `advancing` whose
+    advance message is lost (a Redis restart), looked at once `stale_seconds` have passed
+    since it was started, re-driven or last looked at.
+
+    Its advance is not lost while the broker holds a message for its generation (`held`:
+    ready, delayed as a retry or the advance's next look, or fetched by a worker and waiting
+    there, however long the queue), nor while a worker drives the clock: this takes the
+    clock's `driving` lock for the rest of its transaction, and leaves the clock alone if it
+    cannot. The new message carries a new generation, which voids the one it replaces should
+    that still run (a worker that fetched it before Redis restarted): one message drives a
+    clock at a time. Rows are taken with SKIP LOCKED.
     """
     now = utcnow()
-    overdue = list(uow.session.scalars(
-        select(TestClock.id)
+    overdue = uow.session.execute(
+        select(TestClock.id, TestClock.generation)
         .where(TestClock.status == ClockStatus.ADVANCING,
                TestClock.updated_at < now - timedelta(seconds=stale_seconds))
         .order_by(TestClock.updated_at)
         .limit(batch)
         .with_for_update(skip_locked=True)
-    ))
+    ).all()
     if not overdue:
         return 0
-    undriven = [clock_id for clock_id in overdue if uow.session.scalar(
-        text("SELECT pg_try_advisory_xact_lock(hashtextextended(:n, 0))"), {"n": clock_id})]
-    sent = uow.session.execute(  # a driven clock is just driven: not looked at again now
-        update(TestClock).where(TestClock.id.in_(overdue))
+    alive = set(held())
+    lost = [clock_id for clock_id, generation in overdue
+            if not {(clock_id, generation), (clock_id, None)} & alive
+            and uow.session.scalar(_TRY_DRIVING, {"n": clock_id})]
+    sent = uow.session.execute(  # each looked at now: not again for stale_seconds
+        update(TestClock).where(TestClock.id.in_([clock_id for clock_id, _ in overdue]))
         .values(updated_at=now, generation=TestClock.generation
-                + case((TestClock.id.in_(undriven), 1), else_=0))
+                + case((TestClock.id.in_(lost), 1), else_=0))
         .returning(TestClock.id, TestClock.generation))
     for clock_id, generation in sent:
-        if clock_id in undriven:
+        if clock_id in lost:
             uow.enqueue("advance_test_clock", clock_id, 0, generation)
     return len(overdue)
 
 
-def next_run(uows: UnitOfWorkFactory, clock_id: str, in_ms: int, *, new_message: bool) -> int:
-    """Record that a stopped advance goes on in `in_ms` (its `updated_at`, which the
-    scheduler's `redrive_stalled` waits for) and return the generation its message carries:
-    a new one when `new_message` (the caller sends it, and any older message is void), else
-    the current one (the current message is retried)."""
-    with uows() as uow:
-        generation: int = uow.session.scalars(
-            update(TestClock).where(TestClock.id == clock_id)
-            .values(updated_at=utcnow() + timedelta(milliseconds=in_ms),
-                    generation=TestClock.generation + int(new_message))
-            .returning(TestClock.generation)).one()
-        uow.commit()
-    return generation
+def held_advance(actor_name: str, args: Sequence[Any]) -> Held | None:
+    """The clock advance a message stands for, if it is one: `advance_test_clock(clock_id,
+    waits, generation)`, or `clock_retries_exhausted` for such a message (which sends it
+    again)."""
+    if actor_name == "clock_retries_exhausted":
+        actor_name, args = "advance_test_clock", args[0]["args"]
+    if actor_name != "advance_test_clock":
+        return None
+    return str(args[0]), (int(args[2]) if len(args) > 2 and args[2] is not None else None)
 
 
 class Drive(enum.Enum):
@@ -129,7 +137,7 @@ class Drive(enum.Enum):
     MINE = "mine"  # advance it now
     TAKEN = "taken"  # another worker is advancing it: drop the message
     TENANT_BUSY = "tenant_busy"  # the tenant's other clocks use every slot: send it again later
-    VOID = "void"  # a newer message replaced it (`redrive_stalled`, `next_run`): drop it
+    VOID = "void"  # the scheduler replaced it (`redrive_stalled`): drop it
 
 
 @contextmanager

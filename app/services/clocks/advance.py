@@ -49,8 +49,7 @@ def advance_clock(
     on the customer): each run charges the open ones once and reconciles the `unknown` ones,
     and raises ClockUnsettled while any stays open, or ClockWaiting when each that does is
     being charged by another worker; when the retries run out, `give_up` fails them as real
-    time would. The caller records when a stopped advance goes on (`clocks.next_run`), so
-    the scheduler does not send a second advance while its next run waits.
+    time would.
     """
     with uows() as uow:
         clock = uow.session.get_one(TestClock, clock_id)
