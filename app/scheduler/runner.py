@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 CLOCK_LOOK_SECONDS = 5
 #: A Dramatiq worker that sent Redis no command for this long is taken as dead: the clock
 #: advances it fetched are lost (the generation voids them should it live after all).
-WORKER_SILENT_MS = 10_000
+WORKER_SILENT_MS = 5_000
 
 
 def drain(claim: Callable[[UnitOfWork], int], container: Container, batch: int) -> None:
