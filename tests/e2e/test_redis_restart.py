@@ -4,7 +4,8 @@ Measured before (issue 10): with Redis restarted during a burst, one `POST /pay`
 500, because Flask-Limiter read its window for the RateLimit-* headers after the view had
 committed. Now a request that answers 503 wrote nothing (its key is free to retry), and one
 that answers 202 is fully done: its payment is charged once, even though the message that
-would have started the charge died with Redis (reconciliation sends it again).
+would have started the charge died with Redis (reconciliation sends it again). A test
+clock's advance whose message died with Redis goes on within seconds.
 """
 
 from __future__ import annotations
@@ -96,7 +97,6 @@ def test_a_redis_restart_in_a_burst_answers_202_or_503(
     for payment_id in payment_ids:
         eventually(lambda: charged_once(client, payment_id), 60,  # noqa: B023
                    what=f"{payment_id} to be charged once")
-
 
 
 def test_a_clock_advance_whose_message_died_with_redis_goes_on_within_seconds(
