@@ -10,10 +10,11 @@ import logging
 import signal
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import partial
+from functools import partial, wraps
 from types import FrameType
 
 from apscheduler.schedulers.blocking import BlockingScheduler
+from sqlalchemy.exc import DBAPIError
 
 from app.bootstrap import QUEUES, Container, build
 from app.log import configure_logging
@@ -109,9 +110,27 @@ def build_scheduler(container: Container) -> BlockingScheduler:
         (prune_job, "prune", {"minutes": 10}),
     ]
     for job, name, every in jobs:
-        scheduler.add_job(job, "interval", args=[container], id=name, next_run_time=now,
-                          max_instances=1, coalesce=True, **every)
+        scheduler.add_job(_once_more_after_a_restart(job), "interval", args=[container],
+                          id=name, next_run_time=now, max_instances=1, coalesce=True, **every)
     return scheduler
+
+
+def _once_more_after_a_restart(job: Callable[[Container], None]) -> Callable[[Container], None]:
+    """`job`, run once more at once when PostgreSQL had dropped the pooled connection it was
+    given (a restart or failover since the pool last used it; SQLAlchemy then discards the
+    pool's other connections too), instead of failing this run with an error logged. Every
+    job is safe to run again: its batches commit one by one, and a claim takes only what is
+    still due."""
+    @wraps(job)
+    def run(container: Container) -> None:
+        try:
+            job(container)
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            job(container)
+
+    return run
 
 
 def main() -> None:
