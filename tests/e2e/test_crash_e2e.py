@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -84,13 +84,17 @@ def _in_flight(stack: Stack, tenant_id: str) -> tuple[set[str], set[str]]:
 
 
 @contextmanager
-def _ledger_held(stack: Stack) -> Iterator[None]:
-    """Keep the sandbox from recording charges (reads go on) while the block runs, as a
-    provider that has not charged yet: a charge waits, and one killed meanwhile never lands."""
+def _writes_held(stack: Stack, table: str) -> Iterator[None]:
+    """Keep every write to `table` waiting (reads go on) while the block runs.
+
+    `sandbox_charges`: the sandbox records no charge, as a provider that has not charged
+    yet; a charge killed meanwhile never lands. `outbox_events`: a batch charged at the
+    sandbox cannot commit its settle, whose events wait; a kill leaves it charged, unsettled
+    (without the hold, the one-statement settle leaves a window too short to aim at)."""
     engine = create_engine(stack.config.database_url, pool_size=1)
     try:
         with engine.connect() as connection:
-            connection.execute(text("LOCK TABLE sandbox_charges IN EXCLUSIVE MODE"))
+            connection.execute(text(f"LOCK TABLE {table} IN EXCLUSIVE MODE"))
             yield
             connection.rollback()
     finally:
@@ -121,8 +125,9 @@ def test_worker_killed_mid_charge_is_finished_by_another_worker_charged_once(
         round_started = time.monotonic()
         payment_ids += _pay_many(client, PER_ROUND)
         # Round 1 aims right after a claim (the sandbox's ledger held: a batch claims, commits,
-        # and waits to charge), later rounds right after a charge.
-        with _ledger_held(own_stack) if round_ == 0 else nullcontext():
+        # and waits to charge), later rounds right after a charge (the events held: a batch
+        # charges, and its settle waits to commit).
+        with _writes_held(own_stack, "outbox_events" if round_ else "sandbox_charges"):
             own_stack.start("worker")
             _await_new_in_flight(own_stack, client.tenant_id, after_charge=round_ > 0,
                                  seen=charged if round_ else claimed)
