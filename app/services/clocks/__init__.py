@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, select, text, update
+from sqlalchemy import Connection, Engine, String, bindparam, case, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -73,8 +73,11 @@ def _test_mode_only(scope: Scope) -> None:
         raise Forbidden("Test clocks are available in test mode only.")
 
 
+#: The advisory lock key named `n`: a clock's (its id) or a tenant slot's. `driving` takes
+#: it for its session, `redrive_stalled` for its transaction: both must name it alike.
+_KEY = func.hashtextextended(bindparam("n", type_=String), 0)
 #: The clock's `driving` lock, taken for the transaction if it is free.
-_TRY_DRIVING = text("SELECT pg_try_advisory_xact_lock(hashtextextended(:n, 0))")
+_TRY_DRIVING = select(func.pg_try_advisory_xact_lock(_KEY))
 #: A clock's advance held by the broker: (clock id, generation; None if sent before
 #: generations existed).
 Held = tuple[str, int | None]
@@ -180,8 +183,11 @@ def driving(
 
 def _lock(connection: Connection, name: str, held: list[int]) -> bool:
     """Take the session advisory lock named `name` if it is free; remember it in `held`."""
-    key = int(connection.scalar(text("SELECT hashtextextended(:n, 0)"), {"n": name}))
-    if connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}):
-        held.append(key)
-        return True
-    return False
+    key, taken = connection.execute(_TRY_SESSION_LOCK, {"n": name}).one()
+    if taken:
+        held.append(int(key))
+    return bool(taken)
+
+
+#: The lock named `n` for the session if it is free, and its key (to release it).
+_TRY_SESSION_LOCK = select(_KEY, func.pg_try_advisory_lock(_KEY))
